@@ -1,0 +1,86 @@
+//! The gateway: Chattr's WebSocket and REST edge.
+//!
+//! It authenticates requests and sockets, translates them into calls on the auth and
+//! messaging clients, and delivers events from pub/sub to the sockets it hosts. It holds
+//! no business logic. [`router`] builds the axum router; [`serve`] runs it on an already
+//! bound listener until a shutdown future resolves.
+
+mod error;
+mod extract;
+mod hub;
+mod openapi;
+mod routes;
+mod settings;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use chattr_cache::DynCache;
+use chattr_proto::auth::AuthClient;
+use chattr_proto::messaging::MessagingClient;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+pub use hub::Hub;
+pub use openapi::openapi_json;
+pub use settings::GatewaySettings;
+
+/// A readiness probe: resolves to `Err(reason)` when a backend is unreachable.
+pub type ReadyCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Operational hooks the process provides: metrics rendering and readiness.
+#[derive(Clone)]
+pub struct Ops {
+    /// Renders the Prometheus text exposition of this process.
+    pub render_metrics: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Checks the backends this process depends on.
+    pub ready: ReadyCheck,
+}
+
+/// Shared state of every request and socket.
+#[derive(Clone)]
+pub struct GatewayState {
+    pub(crate) auth: AuthClient,
+    pub(crate) messaging: MessagingClient,
+    pub(crate) hub: Hub,
+    pub(crate) settings: Arc<GatewaySettings>,
+    pub(crate) ops: Ops,
+    /// Flips to true on shutdown; sockets close with 1001 (resumable).
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl GatewayState {
+    /// Wires the gateway: opens its one shared pub/sub connection.
+    pub async fn new(
+        auth: AuthClient,
+        messaging: MessagingClient,
+        cache: DynCache,
+        settings: GatewaySettings,
+        ops: Ops,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, String> {
+        let hub = Hub::start_with(cache, settings.pubsub_capacity, settings.queue_capacity).await?;
+        Ok(Self { auth, messaging, hub, settings: Arc::new(settings), ops, shutdown })
+    }
+}
+
+/// The gateway's HTTP router (REST, WebSocket, health, metrics, OpenAPI).
+pub fn router(state: GatewayState) -> Router {
+    routes::router(state)
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then closes sockets
+/// (1001, resumable) and drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: GatewayState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,45 @@
+//! REST routes and the router that ties them to the WebSocket and ops endpoints.
+
+pub(crate) mod auth;
+pub(crate) mod conversations;
+pub(crate) mod messages;
+pub(crate) mod ops;
+pub(crate) mod users;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+
+use crate::{ws, ApiError, GatewayState};
+
+/// Builds the full router.
+pub fn router(state: GatewayState) -> Router {
+    let body_limit = state.settings.max_body_bytes;
+    let v1 = Router::new()
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/sessions", get(auth::sessions).delete(auth::revoke_other_sessions))
+        .route("/auth/sessions/{id}", delete(auth::revoke_session))
+        .route("/users", get(users::search))
+        .route("/presence", get(users::presence))
+        .route("/conversations", post(conversations::create).get(conversations::list))
+        .route("/conversations/{id}", get(conversations::get).patch(conversations::rename))
+        .route("/conversations/{id}/members", post(conversations::add_member))
+        .route("/conversations/{id}/members/{user_id}", delete(conversations::remove_member))
+        .route("/conversations/{id}/messages", get(messages::history).post(messages::send))
+        .route("/conversations/{id}/messages/{message_id}", patch(messages::edit).delete(messages::delete))
+        .route("/conversations/{id}/read", post(messages::mark_read))
+        .route("/conversations/{id}/typing", post(messages::typing))
+        .route("/ws", get(ws::upgrade));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::not_found() })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

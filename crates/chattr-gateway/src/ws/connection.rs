@@ -1,0 +1,501 @@
+//! One WebSocket connection, run in one task (no task per direction).
+//!
+//! Order of events: the first frame must be `auth`; the socket is then registered with
+//! the hub (its user's channel subscribed) BEFORE the snapshot of latest seqs is taken and
+//! missed messages are replayed, so nothing committed in between can be missed. Live
+//! message deliveries are then deduped and ordered per conversation by seq; a gap (an
+//! event dropped on the way) is filled from the store, or answered with `resync`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use chattr_api::v1::{close_codes, codes, ClientFrame, ConversationCursor, SendMessage, ServerFrame};
+use chattr_core::ConversationId;
+use chattr_proto::delivery::{Delivery, DeliveryKind};
+use chattr_proto::messaging::HistoryQuery;
+use chattr_proto::{ErrorInfo, Principal};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::limiter::FrameLimiter;
+use crate::hub::Slot;
+use crate::GatewayState;
+
+/// Deliveries written per flush at most (coalesced writes).
+const COALESCE: usize = 64;
+/// Page size when replaying or filling gaps.
+const PAGE: u32 = 100;
+/// How long a closing socket waits for the peer's close answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Refused frames in a row before a flooding socket is closed.
+const FLOOD_LIMIT: u32 = 100;
+
+/// Why a connection ends.
+enum End {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The peer went away or the socket failed.
+    Gone,
+}
+
+/// What a read produced.
+enum Incoming {
+    Frame(ClientFrame),
+    /// Invalid input: answered with an `error` frame, the connection stays.
+    Bad {
+        req_id: Option<String>,
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// Runs a socket to completion.
+pub async fn run(socket: WebSocket, state: GatewayState) {
+    let (sink, stream) = socket.split();
+    let limiter = FrameLimiter::new(state.settings.frames_per_second, state.settings.frame_burst);
+    let mut conn = Conn { sink, stream, state, limiter, delivered: HashMap::new() };
+    let end = conn.run().await;
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        if conn.sink.send(WsMessage::Close(Some(frame))).await.is_ok() {
+            // Keep reading (and discarding) until the peer answers the close: dropping a
+            // socket with unread input makes the kernel send a reset, and the peer might
+            // never see our close code.
+            let drain = async { while let Some(Ok(_)) = conn.stream.next().await {} };
+            let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+        }
+    }
+    let _ = conn.sink.close().await;
+}
+
+struct Conn {
+    sink: SplitSink<WebSocket, WsMessage>,
+    stream: SplitStream<WebSocket>,
+    state: GatewayState,
+    limiter: FrameLimiter,
+    /// Last seq delivered per conversation: dedupe, order and gap detection.
+    delivered: HashMap<ConversationId, u64>,
+}
+
+/// The `type` and `req_id` of a frame, read before the full parse so errors can say
+/// which request failed and tell an unknown type from wrong field types.
+#[derive(Deserialize)]
+struct Head {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    req_id: Option<serde_json::Value>,
+}
+
+const KNOWN_TYPES: &[&str] = &["auth", "send", "edit", "delete", "read", "typing", "ping"];
+
+impl Conn {
+    async fn run(&mut self) -> End {
+        let who = match self.authenticate().await {
+            Ok(a) => a,
+            Err(end) => return end,
+        };
+        let (principal, cursors) = who;
+        let (slot, mut rx) = match self.state.hub.register(principal).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "hub registration failed");
+                return End::Close(1011, "temporarily unavailable");
+            }
+        };
+        let connection_id = Uuid::now_v7().to_string();
+        let end = self.serve(principal, cursors, &slot, &mut rx, &connection_id).await;
+        self.state.hub.unregister(principal.user_id, &slot).await;
+        if let Err(e) = self.state.messaging.presence_down(principal.user_id, &connection_id).await {
+            warn!(error = %e, "presence down failed");
+        }
+        end
+    }
+
+    /// Waits for the `auth` frame and verifies its token.
+    async fn authenticate(&mut self) -> Result<(Principal, BTreeMap<ConversationId, u64>), End> {
+        let timeout = Duration::from_secs(self.state.settings.auth_timeout_secs);
+        let first = match tokio::time::timeout(timeout, self.read()).await {
+            Err(_) => return Err(End::Close(close_codes::UNAUTHORIZED, "authentication timed out")),
+            Ok(Err(end)) => return Err(end),
+            Ok(Ok(incoming)) => incoming,
+        };
+        let (token, cursors) = match first {
+            Incoming::Frame(ClientFrame::Auth { token, cursors }) => (token, cursors),
+            Incoming::Frame(_) => {
+                self.error(None, codes::NOT_AUTHENTICATED, "the first frame must be auth").await?;
+                return Err(End::Close(close_codes::UNAUTHORIZED, "not authenticated"));
+            }
+            Incoming::Bad { req_id, code, message } => {
+                self.error(req_id, code, &message).await?;
+                return Err(End::Close(close_codes::UNAUTHORIZED, "not authenticated"));
+            }
+        };
+        match self.state.auth.authenticate(&token).await {
+            Ok(who) => Ok((who, cursors)),
+            Err(e) => {
+                self.error(None, e.code(), &e.public_message()).await?;
+                Err(End::Close(close_codes::UNAUTHORIZED, "authentication failed"))
+            }
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        who: Principal,
+        cursors: BTreeMap<ConversationId, u64>,
+        slot: &Arc<Slot>,
+        rx: &mut mpsc::Receiver<Delivery>,
+        connection_id: &str,
+    ) -> End {
+        // Subscribed already: now the snapshot, then the replay.
+        if let Err(end) = self.snapshot_and_replay(who, cursors).await {
+            return end;
+        }
+        if let Err(e) = self.state.messaging.presence_up(who.user_id, connection_id).await {
+            warn!(error = %e, "presence up failed");
+        }
+        let period = Duration::from_secs(self.state.settings.heartbeat_secs.max(1));
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut shutdown = self.state.shutdown.clone();
+        loop {
+            let step = tokio::select! {
+                incoming = self.read() => match incoming {
+                    Ok(incoming) => self.handle(who, incoming).await,
+                    Err(end) => Err(end),
+                },
+                delivery = rx.recv() => match delivery {
+                    Some(d) => self.deliver_batch(who, d, rx).await,
+                    None => Err(End::Gone),
+                },
+                code = slot.kicked() => Err(End::Close(code, "too slow: reconnect and resume")),
+                _ = heartbeat.tick() => self.heartbeat(who, connection_id).await,
+                _ = shutting_down(&mut shutdown) => Err(End::Close(close_codes::GOING_AWAY, "server shutting down")),
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Sends `ready`, replays what each cursor missed (or `resync`), then `synced`.
+    async fn snapshot_and_replay(
+        &mut self,
+        who: Principal,
+        cursors: BTreeMap<ConversationId, u64>,
+    ) -> Result<(), End> {
+        let user = self
+            .state
+            .auth
+            .user(who.user_id)
+            .await
+            .map_err(|_| End::Close(1011, "temporarily unavailable"))?;
+        let latest = self
+            .state
+            .messaging
+            .latest_seqs(who.user_id)
+            .await
+            .map_err(|_| End::Close(1011, "temporarily unavailable"))?;
+        let ready = ServerFrame::Ready {
+            user,
+            session_id: who.session_id,
+            conversations: latest
+                .iter()
+                .map(|(id, last_seq)| ConversationCursor { id: *id, last_seq: *last_seq })
+                .collect(),
+            heartbeat_interval_secs: self.state.settings.heartbeat_secs,
+        };
+        self.send(&ready).await?;
+        for (id, last_seq) in latest {
+            // Without a cursor the client starts live from the snapshot (it pages history).
+            let from = cursors.get(&id).copied().unwrap_or(last_seq).min(last_seq);
+            self.delivered.insert(id, from);
+            if from < last_seq {
+                self.catch_up(who, id, last_seq).await?;
+            }
+        }
+        self.send(&ServerFrame::Synced).await?;
+        self.sink.flush().await.map_err(|_| End::Gone)
+    }
+
+    /// Delivers messages after `delivered[id]` up to `until` from the store, or `resync`
+    /// when that is more than the replay limit.
+    async fn catch_up(&mut self, who: Principal, id: ConversationId, until: u64) -> Result<(), End> {
+        let mut last = self.delivered.get(&id).copied().unwrap_or(0);
+        if until.saturating_sub(last) > self.state.settings.replay_limit {
+            metrics::counter!("chattr_gateway_resume_total", "result" => "resync").increment(1);
+            self.delivered.insert(id, until);
+            return self.feed(&ServerFrame::Resync { conversation_id: id, last_seq: until }).await;
+        }
+        while last < until {
+            let q = HistoryQuery { after_seq: Some(last), before_seq: Some(until + 1), limit: Some(PAGE) };
+            let page = match self.state.messaging.history(who.user_id, id, q).await {
+                Ok(p) => p,
+                // Removed from the conversation meanwhile: nothing more to deliver.
+                Err(_) => break,
+            };
+            let Some(newest) = page.last().map(|m| m.seq) else { break };
+            for message in page {
+                self.feed(&ServerFrame::Message { message }).await?;
+            }
+            last = newest;
+        }
+        self.delivered.insert(id, last.max(until));
+        metrics::counter!("chattr_gateway_resume_total", "result" => "ok").increment(1);
+        Ok(())
+    }
+
+    /// Handles one delivery and up to `COALESCE` more already queued, then flushes once.
+    async fn deliver_batch(
+        &mut self,
+        who: Principal,
+        first: Delivery,
+        rx: &mut mpsc::Receiver<Delivery>,
+    ) -> Result<(), End> {
+        self.deliver(who, first).await?;
+        for _ in 0..COALESCE {
+            match rx.try_recv() {
+                Ok(d) => self.deliver(who, d).await?,
+                Err(_) => break,
+            }
+        }
+        self.sink.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn deliver(&mut self, who: Principal, delivery: Delivery) -> Result<(), End> {
+        match delivery.kind {
+            DeliveryKind::Message { conversation_id, seq } => {
+                let last = self.delivered.get(&conversation_id).copied();
+                match last {
+                    Some(last) if seq <= last => {
+                        metrics::counter!("chattr_gateway_duplicates_dropped_total").increment(1);
+                        return Ok(());
+                    }
+                    Some(last) if seq > last + 1 => {
+                        metrics::counter!("chattr_gateway_gaps_filled_total").increment(1);
+                        self.catch_up(who, conversation_id, seq - 1).await?;
+                        if self.delivered.get(&conversation_id).copied().unwrap_or(0) >= seq {
+                            return Ok(());
+                        }
+                    }
+                    _ => {}
+                }
+                self.delivered.insert(conversation_id, seq);
+                metrics::counter!("chattr_gateway_messages_delivered_total").increment(1);
+                self.feed_raw(delivery.frame).await
+            }
+            DeliveryKind::Revoke { session_id } => {
+                if session_id == who.session_id {
+                    self.feed_raw(delivery.frame).await?;
+                    let _ = self.sink.flush().await;
+                    return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked"));
+                }
+                Ok(())
+            }
+            DeliveryKind::Event | DeliveryKind::Ephemeral => self.feed_raw(delivery.frame).await,
+        }
+    }
+
+    async fn heartbeat(&mut self, who: Principal, connection_id: &str) -> Result<(), End> {
+        if let Err(e) = self.state.messaging.presence_up(who.user_id, connection_id).await {
+            warn!(error = %e, "presence refresh failed");
+        }
+        match self.state.messaging.latest_seqs(who.user_id).await {
+            Ok(latest) => self.send(&ServerFrame::Heartbeat { latest: latest.into_iter().collect() }).await,
+            Err(e) => {
+                warn!(error = %e, "heartbeat snapshot failed");
+                Ok(())
+            }
+        }
+    }
+
+    /// Handles one client frame after authentication.
+    async fn handle(&mut self, who: Principal, incoming: Incoming) -> Result<(), End> {
+        let frame = match incoming {
+            Incoming::Frame(f) => f,
+            Incoming::Bad { req_id, code, message } => return self.error(req_id, code, &message).await,
+        };
+        if !self.limiter.allow() {
+            if self.limiter.refused_in_a_row > FLOOD_LIMIT {
+                return Err(End::Close(close_codes::FLOOD, "too many frames"));
+            }
+            return self.error(req_id_of(&frame), codes::RATE_LIMITED, "too many frames, slow down").await;
+        }
+        let messaging = self.state.messaging.clone();
+        let user = who.user_id;
+        match frame {
+            ClientFrame::Auth { .. } => self.error(None, codes::BAD_REQUEST, "already authenticated").await,
+            ClientFrame::Send { req_id, conversation_id, client_msg_id, body } => {
+                let result = messaging.send(user, conversation_id, SendMessage { client_msg_id, body }).await;
+                match result {
+                    Ok((message, _)) => self.send(&ServerFrame::Ack { req_id, message }).await,
+                    Err(e) => self.error(Some(req_id), e.code(), &e.public_message()).await,
+                }
+            }
+            ClientFrame::Edit { req_id, conversation_id, message_id, body } => {
+                match messaging.edit(user, conversation_id, message_id, &body).await {
+                    Ok(message) => self.send(&ServerFrame::Ack { req_id, message }).await,
+                    Err(e) => self.error(Some(req_id), e.code(), &e.public_message()).await,
+                }
+            }
+            ClientFrame::Delete { req_id, conversation_id, message_id } => {
+                match messaging.delete(user, conversation_id, message_id).await {
+                    Ok(message) => self.send(&ServerFrame::Ack { req_id, message }).await,
+                    Err(e) => self.error(Some(req_id), e.code(), &e.public_message()).await,
+                }
+            }
+            ClientFrame::Read { req_id, conversation_id, seq } => {
+                match (messaging.mark_read(user, conversation_id, seq).await, req_id) {
+                    (Ok(_), Some(req_id)) => self.send(&ServerFrame::Ok { req_id }).await,
+                    (Ok(_), None) => Ok(()),
+                    (Err(e), req_id) => self.error(req_id, e.code(), &e.public_message()).await,
+                }
+            }
+            ClientFrame::Typing { conversation_id } => match messaging.typing(user, conversation_id).await {
+                Ok(()) => Ok(()),
+                Err(e) => self.error(None, e.code(), &e.public_message()).await,
+            },
+            ClientFrame::Ping { req_id } => self.send(&ServerFrame::Pong { req_id }).await,
+        }
+    }
+
+    /// Reads the next text frame. Control frames are skipped; invalid input becomes
+    /// `Incoming::Bad`; a closed or failed socket ends the connection.
+    async fn read(&mut self) -> Result<Incoming, End> {
+        loop {
+            let message = match self.stream.next().await {
+                None => return Err(End::Gone),
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    debug!(error = %text, "websocket read failed");
+                    if text.contains("too long") || text.contains("Space limit") {
+                        return Err(End::Close(close_codes::TOO_LARGE, "message too large"));
+                    }
+                    return Err(End::Gone);
+                }
+                Some(Ok(m)) => m,
+            };
+            let text = match message {
+                WsMessage::Text(text) => text,
+                WsMessage::Binary(_) => {
+                    return Ok(bad(
+                        None,
+                        codes::BAD_REQUEST,
+                        "binary frames are not supported; send JSON text",
+                    ))
+                }
+                WsMessage::Close(_) => return Err(End::Gone),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            };
+            metrics::counter!("chattr_gateway_frames_in_total").increment(1);
+            if text.len() > self.state.settings.max_frame_bytes {
+                return Ok(bad(None, codes::TOO_LARGE, "frame too large"));
+            }
+            return Ok(parse(text.as_str()));
+        }
+    }
+
+    /// Queues a frame without flushing.
+    async fn feed(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        let json = serde_json::to_string(frame).map_err(|_| End::Close(1011, "internal error"))?;
+        self.sink.feed(WsMessage::Text(Utf8Bytes::from(json))).await.map_err(|_| End::Gone)?;
+        metrics::counter!("chattr_gateway_frames_out_total").increment(1);
+        Ok(())
+    }
+
+    /// Queues pre-serialised frame bytes (fan-out serialised them once for everyone).
+    async fn feed_raw(&mut self, frame: bytes::Bytes) -> Result<(), End> {
+        let Ok(text) = Utf8Bytes::try_from(frame) else {
+            warn!("non-utf8 delivery dropped");
+            return Ok(());
+        };
+        self.sink.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)?;
+        metrics::counter!("chattr_gateway_frames_out_total").increment(1);
+        Ok(())
+    }
+
+    /// Writes a frame and flushes.
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        self.feed(frame).await?;
+        self.sink.flush().await.map_err(|_| End::Gone)
+    }
+
+    async fn error(&mut self, req_id: Option<String>, code: &str, message: &str) -> Result<(), End> {
+        let frame = ServerFrame::Error { req_id, code: code.to_owned(), message: message.to_owned() };
+        self.send(&frame).await
+    }
+}
+
+/// Resolves once shutdown was signalled (the watch guard is dropped before returning, so
+/// the connection future stays `Send`).
+async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|down| *down).await;
+}
+
+fn bad(req_id: Option<String>, code: &'static str, message: impl Into<String>) -> Incoming {
+    Incoming::Bad { req_id, code, message: message.into() }
+}
+
+/// Parses a text frame into a client frame or a precise error.
+fn parse(text: &str) -> Incoming {
+    let head: Head = match serde_json::from_str(text) {
+        Ok(h) => h,
+        Err(_) => return bad(None, codes::BAD_REQUEST, "malformed JSON: expected an object with a \"type\""),
+    };
+    let req_id = match head.req_id {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let Some(kind) = head.kind else {
+        return bad(req_id, codes::BAD_REQUEST, "missing \"type\"");
+    };
+    if !KNOWN_TYPES.contains(&kind.as_str()) {
+        return bad(req_id, codes::UNKNOWN_TYPE, format!("unknown frame type {kind:?}"));
+    }
+    match serde_json::from_str::<ClientFrame>(text) {
+        Ok(frame) => Incoming::Frame(frame),
+        Err(e) => bad(req_id, codes::BAD_REQUEST, format!("invalid {kind} frame: {e}")),
+    }
+}
+
+fn req_id_of(frame: &ClientFrame) -> Option<String> {
+    match frame {
+        ClientFrame::Send { req_id, .. }
+        | ClientFrame::Edit { req_id, .. }
+        | ClientFrame::Delete { req_id, .. } => Some(req_id.clone()),
+        ClientFrame::Read { req_id, .. } | ClientFrame::Ping { req_id } => req_id.clone(),
+        ClientFrame::Auth { .. } | ClientFrame::Typing { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(i: Incoming) -> &'static str {
+        match i {
+            Incoming::Bad { code, .. } => code,
+            Incoming::Frame(_) => "frame",
+        }
+    }
+
+    #[test]
+    fn parse_tells_errors_apart() {
+        assert_eq!(code_of(parse("{nope")), codes::BAD_REQUEST);
+        assert_eq!(code_of(parse("[1,2]")), codes::BAD_REQUEST);
+        assert_eq!(code_of(parse(r#"{"type":"dance"}"#)), codes::UNKNOWN_TYPE);
+        assert_eq!(code_of(parse(r#"{"type":"ping"}"#)), "frame");
+        match parse(r#"{"type":"send","req_id":"r1","conversation_id":5,"client_msg_id":"c","body":"x"}"#) {
+            Incoming::Bad { req_id, code, .. } => {
+                assert_eq!(req_id.as_deref(), Some("r1"));
+                assert_eq!(code, codes::BAD_REQUEST);
+            }
+            Incoming::Frame(_) => panic!("wrong types must not parse"),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `GET /v1/ws`: the WebSocket endpoint. [`upgrade`] checks the origin and sizes the
+//! socket's buffers; [`connection`] runs one socket in one task.
+
+mod connection;
+mod limiter;
+
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chattr_api::v1::codes;
+
+use crate::{ApiError, GatewayState};
+
+/// Upgrades to a WebSocket. Browsers send `Origin`; it must be an allowed origin or the
+/// same host, so another site cannot open sockets with a victim's credentials.
+pub async fn upgrade(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &state.settings.allowed_origins) {
+        return ApiError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let settings = state.settings.clone();
+    ws.read_buffer_size(2 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(settings.max_ws_message_bytes)
+        .max_frame_size(settings.max_ws_message_bytes)
+        .on_upgrade(move |socket| connection::run(socket, state))
+}
+
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        // Non-browser clients send no Origin; they authenticate with a token in a frame.
+        return true;
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or(origin);
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "chat.example:8080".parse().unwrap());
+        assert!(origin_allowed(&h, &[]));
+        h.insert(header::ORIGIN, "http://chat.example:8080".parse().unwrap());
+        assert!(origin_allowed(&h, &[]));
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!origin_allowed(&h, &[]));
+        assert!(origin_allowed(&h, &["http://evil.example".to_owned()]));
+    }
+}

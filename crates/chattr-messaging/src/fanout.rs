@@ -1,0 +1,198 @@
+//! Fan-out: turns bus events into deliveries on the pub/sub channels of the users they
+//! concern. Each event is serialised once and published to all recipients' channels in one
+//! call; gateways subscribed to those channels write it to their sockets.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chattr_api::v1::ServerFrame;
+use chattr_bus::{BusConsumer, BusRecord, DynBus, StartFrom};
+use chattr_cache::DynCache;
+use chattr_core::events::{Event, TOPIC_CONVERSATIONS, TOPIC_USERS};
+use chattr_core::{ConversationId, UserId};
+use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
+use chattr_store::DynStore;
+use tracing::warn;
+
+use crate::views::conversation_view;
+
+/// Consumer group of the fan-out role.
+pub const GROUP: &str = "chattr-fanout";
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// Member lists cached; cleared when it grows past this (simple and bounded).
+const MEMBER_CACHE_MAX: usize = 10_000;
+
+/// The fan-out worker's state.
+struct Fanout {
+    store: DynStore,
+    cache: DynCache,
+    /// Members per conversation. Exact because membership events of a conversation arrive
+    /// on the same partition as its messages, in order, and invalidate the entry.
+    members: HashMap<ConversationId, Arc<[UserId]>>,
+}
+
+/// Runs fan-out until `shutdown` resolves.
+pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut conversations = match subscribe(&bus, TOPIC_CONVERSATIONS).await {
+        Some(c) => c,
+        None => return,
+    };
+    let mut users = match subscribe(&bus, TOPIC_USERS).await {
+        Some(c) => c,
+        None => return,
+    };
+    let mut fanout = Fanout { store, cache, members: HashMap::new() };
+    loop {
+        let (record, from_conversations) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = conversations.next() => (r, true),
+            r = users.next() => (r, false),
+        };
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "fan-out consumer failed");
+                tokio::time::sleep(RETRY_DELAY).await;
+                continue;
+            }
+        };
+        // Retry one record until it is delivered to pub/sub: skipping it would lose it.
+        while let Err(e) = fanout.handle(&record).await {
+            warn!(error = %e, "fan-out delivery failed, retrying");
+            metrics::counter!("chattr_fanout_errors_total").increment(1);
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(RETRY_DELAY) => {}
+            }
+        }
+        let consumer = if from_conversations { &mut conversations } else { &mut users };
+        if let Err(e) = consumer.commit(&record).await {
+            warn!(error = %e, "fan-out commit failed");
+        }
+    }
+}
+
+async fn subscribe(bus: &DynBus, topic: &str) -> Option<Box<dyn BusConsumer>> {
+    match bus.subscribe(topic, GROUP, StartFrom::Earliest).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(error = %e, topic, "fan-out cannot subscribe");
+            None
+        }
+    }
+}
+
+impl Fanout {
+    async fn handle(&mut self, record: &BusRecord) -> Result<(), String> {
+        let event: Event = match serde_json::from_slice(&record.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                // A payload we cannot read will never become readable: skip it loudly.
+                warn!(error = %e, topic = %record.topic, offset = record.offset, "undecodable event skipped");
+                return Ok(());
+            }
+        };
+        match event {
+            Event::MessageCreated { message } => {
+                let kind =
+                    DeliveryKind::Message { conversation_id: message.conversation_id, seq: message.seq };
+                let conv = message.conversation_id;
+                let created_at = message.created_at;
+                self.publish_to_members(conv, kind, &ServerFrame::Message { message }).await?;
+                metrics::counter!("chattr_fanout_messages_total").increment(1);
+                let lag = (chrono::Utc::now() - created_at).to_std().unwrap_or_default();
+                metrics::histogram!("chattr_fanout_commit_to_publish_seconds").record(lag.as_secs_f64());
+            }
+            Event::MessageEdited { message } => {
+                let conv = message.conversation_id;
+                self.publish_to_members(conv, DeliveryKind::Event, &ServerFrame::MessageEdited { message })
+                    .await?;
+            }
+            Event::MessageDeleted { message } => {
+                let conv = message.conversation_id;
+                self.publish_to_members(conv, DeliveryKind::Event, &ServerFrame::MessageDeleted { message })
+                    .await?;
+            }
+            Event::MessageRead { conversation_id, user_id, seq } => {
+                let frame = ServerFrame::Read { conversation_id, user_id, seq };
+                self.publish_to_members(conversation_id, DeliveryKind::Event, &frame).await?;
+            }
+            Event::ConversationCreated { conversation_id }
+            | Event::ConversationUpdated { conversation_id }
+            | Event::MemberAdded { conversation_id, .. } => {
+                self.members.remove(&conversation_id);
+                self.conversation_views(conversation_id).await?;
+            }
+            Event::MemberRemoved { conversation_id, user_id } => {
+                self.members.remove(&conversation_id);
+                let frame = ServerFrame::ConversationRemoved { conversation_id };
+                self.publish(&[user_id], DeliveryKind::Event, &frame).await?;
+                self.conversation_views(conversation_id).await?;
+            }
+            Event::SessionRevoked { user_id, session_id } => {
+                let frame = ServerFrame::SessionRevoked { session_id };
+                self.publish(&[user_id], DeliveryKind::Revoke { session_id }, &frame).await?;
+            }
+            Event::UserRegistered { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn members_of(&mut self, id: ConversationId) -> Result<Arc<[UserId]>, String> {
+        if let Some(m) = self.members.get(&id) {
+            return Ok(m.clone());
+        }
+        let conv = self.store.conversation(id).await.map_err(|e| e.to_string())?;
+        let members: Arc<[UserId]> = conv.map(|c| c.members.into()).unwrap_or_else(|| Arc::from(Vec::new()));
+        if self.members.len() >= MEMBER_CACHE_MAX {
+            self.members.clear();
+        }
+        self.members.insert(id, members.clone());
+        Ok(members)
+    }
+
+    async fn publish_to_members(
+        &mut self,
+        id: ConversationId,
+        kind: DeliveryKind,
+        frame: &ServerFrame,
+    ) -> Result<(), String> {
+        let members = self.members_of(id).await?;
+        self.publish(&members, kind, frame).await
+    }
+
+    /// Serialises once and publishes to every recipient's channel in one call.
+    async fn publish(
+        &self,
+        recipients: &[UserId],
+        kind: DeliveryKind,
+        frame: &ServerFrame,
+    ) -> Result<(), String> {
+        if recipients.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(frame).map_err(|e| e.to_string())?;
+        let payload: Bytes = Delivery::encode(kind, &json);
+        let channels: Vec<String> = recipients.iter().map(|u| user_channel(*u)).collect();
+        self.cache.publish_many(&channels, payload).await.map_err(|e| e.to_string())
+    }
+
+    /// Sends each member its own view of the conversation (read state differs per member).
+    async fn conversation_views(&mut self, id: ConversationId) -> Result<(), String> {
+        let members = self.members_of(id).await?;
+        let users = self.store.users_by_ids(&members).await.map_err(|e| e.to_string())?;
+        let users = users.into_iter().map(|u| (u.id, u)).collect();
+        for member in members.iter() {
+            let summary = self.store.conversation_summary(id, *member).await.map_err(|e| e.to_string())?;
+            if let Some(summary) = summary {
+                let frame = ServerFrame::Conversation { conversation: conversation_view(summary, &users) };
+                self.publish(&[*member], DeliveryKind::Event, &frame).await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,408 @@
+//! [`Messaging`]: the in-process implementation of the messaging service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chattr_api::v1::{
+    codes, Conversation, ConversationKind, CreateConversation, Message, Presence, SendMessage, ServerFrame,
+    User,
+};
+use chattr_cache::DynCache;
+use chattr_core::{
+    new_id, now, ClientMsgId, ConversationId, MessageBody, MessageId, Title, UserId, ValidationError,
+};
+use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
+use chattr_proto::messaging::{HistoryQuery, MessagingError, MessagingService};
+use chattr_store::{DynStore, MessageChange, NewConversation, NewMessage, StoreError};
+use tokio::sync::Notify;
+use tracing::warn;
+
+use crate::views::conversation_view;
+use crate::MessagingSettings;
+
+/// The messaging service over a store (durable state) and a cache (presence, pub/sub).
+pub struct Messaging {
+    store: DynStore,
+    cache: DynCache,
+    settings: MessagingSettings,
+    /// Poked after every commit that wrote outbox rows, so the relay publishes at once.
+    outbox: Arc<Notify>,
+}
+
+fn internal(e: StoreError) -> MessagingError {
+    MessagingError::Internal(e.to_string())
+}
+
+fn invalid(message: &str) -> MessagingError {
+    MessagingError::Invalid(ValidationError { code: codes::INVALID_ARGUMENT, message: message.to_owned() })
+}
+
+impl Messaging {
+    /// Builds the service.
+    pub fn new(store: DynStore, cache: DynCache, settings: MessagingSettings, outbox: Arc<Notify>) -> Self {
+        Self { store, cache, settings, outbox }
+    }
+
+    async fn user_directory(&self, ids: &[UserId]) -> Result<HashMap<UserId, User>, MessagingError> {
+        let users = self.store.users_by_ids(ids).await.map_err(internal)?;
+        Ok(users.into_iter().map(|u| (u.id, u)).collect())
+    }
+
+    /// Fails with `NotFound` unless `user` is a member: a non-member cannot tell a hidden
+    /// conversation from a missing one.
+    async fn require_member(&self, user: UserId, id: ConversationId) -> Result<u64, MessagingError> {
+        match self.store.membership(id, user).await.map_err(internal)? {
+            Some(m) => Ok(m.read_seq),
+            None => Err(MessagingError::NotFound),
+        }
+    }
+
+    /// Loads a group the caller belongs to and checks the caller owns it.
+    async fn require_owned_group(
+        &self,
+        user: UserId,
+        id: ConversationId,
+    ) -> Result<chattr_store::ConversationRecord, MessagingError> {
+        let conv = self.store.conversation(id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
+        if !conv.members.contains(&user) {
+            return Err(MessagingError::NotFound);
+        }
+        if conv.kind != ConversationKind::Group {
+            return Err(MessagingError::Forbidden("direct conversations have fixed members"));
+        }
+        if conv.owner_id != Some(user) {
+            return Err(MessagingError::Forbidden("only the group owner can do this"));
+        }
+        Ok(conv)
+    }
+
+    /// Publishes one ephemeral frame to users' channels (typing, presence): pub/sub only,
+    /// never the durable log.
+    async fn publish_ephemeral(&self, recipients: &[UserId], frame: &ServerFrame) {
+        if recipients.is_empty() {
+            return;
+        }
+        let Ok(json) = serde_json::to_vec(frame) else { return };
+        let payload: Bytes = Delivery::encode(DeliveryKind::Ephemeral, &json);
+        let channels: Vec<String> = recipients.iter().map(|u| user_channel(*u)).collect();
+        if let Err(e) = self.cache.publish_many(&channels, payload).await {
+            warn!(error = %e, "ephemeral publish failed");
+        }
+    }
+
+    fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.presence_ttl_secs)
+    }
+}
+
+#[async_trait]
+impl MessagingService for Messaging {
+    async fn create_conversation(
+        &self,
+        user: UserId,
+        req: CreateConversation,
+    ) -> Result<(Conversation, bool), MessagingError> {
+        let mut members = vec![user];
+        for m in req.members {
+            if !members.contains(&m) {
+                members.push(m);
+            }
+        }
+        let (title, owner_id) = match req.kind {
+            ConversationKind::Direct => {
+                if members.len() != 2 {
+                    return Err(invalid("a direct conversation has exactly one other member"));
+                }
+                (None, None)
+            }
+            ConversationKind::Group => {
+                let title = Title::parse(req.title.as_deref().unwrap_or_default())?;
+                if members.len() > self.settings.max_group_members {
+                    return Err(invalid("too many members"));
+                }
+                (Some(title.as_str().to_owned()), Some(user))
+            }
+        };
+        let known = self.user_directory(&members).await?;
+        if known.len() != members.len() {
+            return Err(invalid("unknown user in members"));
+        }
+        let new =
+            NewConversation { id: new_id(), kind: req.kind, title, owner_id, members, created_at: now() };
+        let (record, created) = self.store.create_conversation(&new).await.map_err(internal)?;
+        if created {
+            self.outbox.notify_one();
+            metrics::counter!("chattr_messaging_conversations_created_total").increment(1);
+        }
+        let conv = self.conversation(user, record.id).await?;
+        Ok((conv, created))
+    }
+
+    async fn list_conversations(&self, user: UserId) -> Result<Vec<Conversation>, MessagingError> {
+        let summaries = self.store.conversations_for_user(user).await.map_err(internal)?;
+        let mut ids: Vec<UserId> =
+            summaries.iter().flat_map(|s| s.conversation.members.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let users = self.user_directory(&ids).await?;
+        Ok(summaries.into_iter().map(|s| conversation_view(s, &users)).collect())
+    }
+
+    async fn conversation(&self, user: UserId, id: ConversationId) -> Result<Conversation, MessagingError> {
+        let summary = self
+            .store
+            .conversation_summary(id, user)
+            .await
+            .map_err(internal)?
+            .ok_or(MessagingError::NotFound)?;
+        let users = self.user_directory(&summary.conversation.members).await?;
+        Ok(conversation_view(summary, &users))
+    }
+
+    async fn rename(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        title: &str,
+    ) -> Result<Conversation, MessagingError> {
+        let title = Title::parse(title)?;
+        self.require_owned_group(user, id).await?;
+        self.store.set_title(id, title.as_str()).await.map_err(internal)?;
+        self.outbox.notify_one();
+        self.conversation(user, id).await
+    }
+
+    async fn add_member(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        member: UserId,
+    ) -> Result<Conversation, MessagingError> {
+        let conv = self.require_owned_group(user, id).await?;
+        if conv.members.len() >= self.settings.max_group_members {
+            return Err(invalid("the group is full"));
+        }
+        if self.user_directory(&[member]).await?.is_empty() {
+            return Err(invalid("unknown user"));
+        }
+        if self.store.add_member(id, member, now()).await.map_err(internal)? {
+            self.outbox.notify_one();
+        }
+        self.conversation(user, id).await
+    }
+
+    async fn remove_member(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        member: UserId,
+    ) -> Result<(), MessagingError> {
+        let conv = self.store.conversation(id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
+        if !conv.members.contains(&user) {
+            return Err(MessagingError::NotFound);
+        }
+        if conv.kind != ConversationKind::Group {
+            return Err(MessagingError::Forbidden("direct conversations have fixed members"));
+        }
+        let is_owner = conv.owner_id == Some(user);
+        if member == user && is_owner {
+            return Err(MessagingError::Forbidden("the owner cannot leave the group"));
+        }
+        if member != user && !is_owner {
+            return Err(MessagingError::Forbidden("only the group owner can remove members"));
+        }
+        if !conv.members.contains(&member) {
+            return Err(MessagingError::NotFound);
+        }
+        if self.store.remove_member(id, member).await.map_err(internal)? {
+            self.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        msg: SendMessage,
+    ) -> Result<(Message, bool), MessagingError> {
+        let client_msg_id = ClientMsgId::parse(&msg.client_msg_id)?;
+        let body = MessageBody::parse(&msg.body, self.settings.max_body_chars)?;
+        let new = NewMessage {
+            id: new_id(),
+            conversation_id: id,
+            sender_id: user,
+            client_msg_id: client_msg_id.as_str().to_owned(),
+            body: body.into_string(),
+            created_at: now(),
+        };
+        let started = std::time::Instant::now();
+        let (message, created) = match self.store.insert_message(&new).await {
+            Ok(done) => done,
+            Err(StoreError::NotMember) => return Err(MessagingError::NotFound),
+            Err(e) => return Err(internal(e)),
+        };
+        metrics::histogram!("chattr_messaging_send_commit_seconds").record(started.elapsed().as_secs_f64());
+        if created {
+            self.outbox.notify_one();
+            metrics::counter!("chattr_messaging_messages_accepted_total").increment(1);
+        } else {
+            metrics::counter!("chattr_messaging_messages_deduplicated_total").increment(1);
+        }
+        Ok((message, created))
+    }
+
+    async fn history(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        q: HistoryQuery,
+    ) -> Result<Vec<Message>, MessagingError> {
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(invalid("limit must be between 1 and 100"));
+        }
+        self.require_member(user, id).await?;
+        self.store.messages(id, q.after_seq, q.before_seq, limit).await.map_err(internal)
+    }
+
+    async fn edit(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message_id: MessageId,
+        body: &str,
+    ) -> Result<Message, MessagingError> {
+        let body = MessageBody::parse(body, self.settings.max_body_chars)?;
+        self.require_member(user, id).await?;
+        let existing =
+            self.store.message(id, message_id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
+        if existing.sender_id != user {
+            return Err(MessagingError::Forbidden("only the sender can edit a message"));
+        }
+        if existing.deleted {
+            return Err(MessagingError::Forbidden("a deleted message cannot be edited"));
+        }
+        let change = MessageChange::Edit { body: body.into_string(), at: now() };
+        let updated = self
+            .store
+            .change_message(id, message_id, &change)
+            .await
+            .map_err(internal)?
+            .ok_or(MessagingError::NotFound)?;
+        self.outbox.notify_one();
+        Ok(updated)
+    }
+
+    async fn delete(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<Message, MessagingError> {
+        self.require_member(user, id).await?;
+        let existing =
+            self.store.message(id, message_id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
+        if existing.sender_id != user {
+            let conv =
+                self.store.conversation(id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
+            if conv.owner_id != Some(user) {
+                return Err(MessagingError::Forbidden(
+                    "only the sender or the group owner can delete a message",
+                ));
+            }
+        }
+        if existing.deleted {
+            return Ok(existing);
+        }
+        let updated = self
+            .store
+            .change_message(id, message_id, &MessageChange::Delete { at: now() })
+            .await
+            .map_err(internal)?
+            .ok_or(MessagingError::NotFound)?;
+        self.outbox.notify_one();
+        Ok(updated)
+    }
+
+    async fn mark_read(&self, user: UserId, id: ConversationId, seq: u64) -> Result<u64, MessagingError> {
+        let before = self.require_member(user, id).await?;
+        match self.store.mark_read(id, user, seq).await {
+            Ok(after) => {
+                if after != before {
+                    self.outbox.notify_one();
+                }
+                Ok(after)
+            }
+            Err(StoreError::NotMember) => Err(MessagingError::NotFound),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    async fn typing(&self, user: UserId, id: ConversationId) -> Result<(), MessagingError> {
+        let conv = self.store.conversation(id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
+        if !conv.members.contains(&user) {
+            return Err(MessagingError::NotFound);
+        }
+        let others: Vec<UserId> = conv.members.iter().copied().filter(|m| *m != user).collect();
+        self.publish_ephemeral(&others, &ServerFrame::Typing { conversation_id: id, user_id: user }).await;
+        Ok(())
+    }
+
+    async fn latest_seqs(&self, user: UserId) -> Result<Vec<(ConversationId, u64)>, MessagingError> {
+        self.store.latest_seqs(user).await.map_err(internal)
+    }
+
+    async fn presence(&self, user: UserId, of: &[UserId]) -> Result<Vec<Presence>, MessagingError> {
+        let contacts = self.store.contacts(user).await.map_err(internal)?;
+        let visible: Vec<UserId> =
+            of.iter().copied().filter(|u| *u == user || contacts.contains(u)).collect();
+        let keys: Vec<String> = visible.iter().map(|u| u.to_string()).collect();
+        let states = self.cache.presence(&keys).await.map_err(|e| MessagingError::Internal(e.to_string()))?;
+        Ok(visible
+            .into_iter()
+            .zip(states)
+            .map(|(user_id, s)| Presence {
+                user_id,
+                online: s.online,
+                last_seen_at: if s.online {
+                    None
+                } else {
+                    s.last_seen_ms.and_then(chrono::DateTime::from_timestamp_millis)
+                },
+            })
+            .collect())
+    }
+
+    async fn presence_up(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
+        let came_online = self
+            .cache
+            .presence_up(&user.to_string(), connection, self.presence_ttl())
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+        if came_online {
+            let contacts = self.store.contacts(user).await.map_err(internal)?;
+            let frame = ServerFrame::Presence { user_id: user, online: true, last_seen_at: None };
+            self.publish_ephemeral(&contacts, &frame).await;
+        }
+        Ok(())
+    }
+
+    async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
+        let at = now();
+        let went_offline = self
+            .cache
+            .presence_down(&user.to_string(), connection, at.timestamp_millis())
+            .await
+            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+        if went_offline {
+            let contacts = self.store.contacts(user).await.map_err(internal)?;
+            let frame = ServerFrame::Presence { user_id: user, online: false, last_seen_at: Some(at) };
+            self.publish_ephemeral(&contacts, &frame).await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! `chattr`: with no arguments (or `serve`) runs every service on embedded defaults;
+//! `chattr chat …` is a terminal client; `chattr openapi` prints the API description.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chattr_server::{Role, Server, Settings};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "chattr", version, about = "Chattr: real-time chat that never loses a message")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve(ServeArgs),
+    /// Chat from the terminal.
+    Chat(chattr_server::cli::ChatArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "CHATTR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address (default 127.0.0.1:8080).
+    #[arg(long, env = "CHATTR_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory (default ./data).
+    #[arg(long, env = "CHATTR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Store URL: sqlite://PATH or memory:// (default sqlite://<data-dir>/chattr.db).
+    #[arg(long, env = "CHATTR_STORE")]
+    store: Option<String>,
+    /// Bus URL (default inproc://).
+    #[arg(long, env = "CHATTR_BUS")]
+    bus: Option<String>,
+    /// Cache URL (default memory://).
+    #[arg(long, env = "CHATTR_CACHE")]
+    cache: Option<String>,
+    /// Services to run: all, or a list of gateway,auth,messaging,relay,fanout.
+    #[arg(long, env = "CHATTR_SERVICES")]
+    services: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        None => runtime.block_on(serve(ServeArgs::default())),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Chat(args)) => {
+            runtime.block_on(args.command.run(&args.server, args.profile.as_deref()))
+        }
+        Some(Command::Openapi) => {
+            println!("{}", chattr_gateway::openapi_json());
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut settings = Settings::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(v) = args.listen {
+        settings.listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        settings.data_dir = v;
+    }
+    if let Some(v) = args.store {
+        settings.store = Some(v);
+    }
+    if let Some(v) = args.bus {
+        settings.bus = v;
+    }
+    if let Some(v) = args.cache {
+        settings.cache = v;
+    }
+    if let Some(v) = args.services {
+        settings.services = Role::parse_list(&v)?;
+    }
+    chattr_server::telemetry::init_logging(settings.log_format);
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let mut server = Server::start(settings, listener).await?;
+    let addr = server.addr();
+    println!("Chattr is running on http://{addr}  (REST under /v1, WebSocket at ws://{addr}/v1/ws, API description at /openapi.json)");
+    println!("Try it: chattr chat --server http://{addr} signup <username>   — Ctrl-C stops the server.");
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            server.shutdown().await;
+        }
+        _ = server.wait() => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

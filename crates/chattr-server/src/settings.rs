@@ -1,0 +1,209 @@
+//! Typed settings, layered: embedded defaults → optional TOML file → `CHATTR__SECTION__KEY`
+//! environment variables → command-line flags (each flag also reads `CHATTR_<FLAG>`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use chattr_auth::AuthSettings;
+use chattr_gateway::GatewaySettings;
+use chattr_messaging::MessagingSettings;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// A role this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// WebSocket and REST edge.
+    Gateway,
+    /// Accounts and sessions.
+    Auth,
+    /// Conversations and messages.
+    Messaging,
+    /// Outbox relay (publishes committed events to the bus).
+    Relay,
+    /// Fan-out (bus events to the pub/sub channels of recipients).
+    Fanout,
+}
+
+impl Role {
+    /// Every role: the all-in-one shape.
+    pub const ALL: [Role; 5] = [Role::Gateway, Role::Auth, Role::Messaging, Role::Relay, Role::Fanout];
+
+    /// Parses `gateway,auth,...` (or `all`).
+    pub fn parse_list(list: &str) -> anyhow::Result<Vec<Role>> {
+        let mut roles = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let parsed = match name {
+                "all" => {
+                    roles.extend(Role::ALL);
+                    continue;
+                }
+                "gateway" => Role::Gateway,
+                "auth" => Role::Auth,
+                "messaging" => Role::Messaging,
+                "relay" => Role::Relay,
+                "fanout" => Role::Fanout,
+                other => bail!(
+                    "unknown service {other:?} (expected gateway, auth, messaging, relay, fanout or all)"
+                ),
+            };
+            roles.push(parsed);
+        }
+        roles.sort_by_key(|r| *r as u8);
+        roles.dedup();
+        if roles.is_empty() {
+            bail!("no services selected");
+        }
+        Ok(roles)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every setting of a `chattr serve` process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the HTTP/WebSocket listener.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite file and generated secrets.
+    pub data_dir: PathBuf,
+    /// Store URL; default `sqlite://<data_dir>/chattr.db`.
+    pub store: Option<String>,
+    /// Bus URL.
+    pub bus: String,
+    /// Cache URL.
+    pub cache: String,
+    /// Roles to run (`all` by default).
+    pub services: Vec<Role>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// HMAC secret for access tokens; default: generated once into `<data_dir>/jwt.secret`.
+    pub jwt_secret: Option<SecretString>,
+    /// Auth service tunables.
+    pub auth: AuthSettings,
+    /// Messaging service tunables.
+    pub messaging: MessagingSettings,
+    /// Gateway tunables.
+    pub gateway: GatewaySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            store: None,
+            bus: "inproc://".to_owned(),
+            cache: "memory://".to_owned(),
+            services: Role::ALL.to_vec(),
+            log_format: LogFormat::Pretty,
+            jwt_secret: None,
+            auth: AuthSettings::default(),
+            messaging: MessagingSettings::default(),
+            gateway: GatewaySettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Settings for tests: everything in `data_dir`, cheap password hashing.
+    pub fn for_test(data_dir: &Path) -> Self {
+        let mut s = Self { data_dir: data_dir.to_owned(), ..Self::default() };
+        s.auth.argon2_memory_kib = 1024;
+        s.auth.argon2_iterations = 1;
+        s
+    }
+
+    /// The store URL in effect.
+    pub fn store_url(&self) -> String {
+        self.store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("chattr.db").display()))
+    }
+
+    /// Loads defaults, then the TOML file (if any), then `CHATTR__SECTION__KEY` variables.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                text.parse::<toml::Table>().with_context(|| format!("parsing config {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        overlay_env(&mut table, env)?;
+        toml::Value::Table(table).try_into().context("invalid configuration")
+    }
+}
+
+/// Applies `CHATTR__A__B=value` as `a.b = value` (value parsed as TOML if it parses, else a
+/// string), so every setting, nested ones included, can come from the environment.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    let vars: BTreeMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("CHATTR__")).collect();
+    for (key, raw) in vars {
+        let path: Vec<String> = key["CHATTR__".len()..].split("__").map(|p| p.to_lowercase()).collect();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw.clone()));
+        let (last, parents) = path.split_last().context("empty env key")?;
+        let mut node = &mut *table;
+        for part in parents {
+            let entry = node.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = entry.as_table_mut().with_context(|| format!("{key}: {part} is not a section"))?;
+        }
+        node.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\n[messaging]\nmax_body_chars = 10\n").unwrap();
+        let env = vec![
+            ("CHATTR__MESSAGING__MAX_BODY_CHARS".to_owned(), "20".to_owned()),
+            ("CHATTR__BUS".to_owned(), "inproc://x".to_owned()),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ];
+        let s = Settings::load(Some(&file), env).unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.messaging.max_body_chars, 20);
+        assert_eq!(s.bus, "inproc://x");
+        assert_eq!(s.cache, "memory://");
+        assert!(Settings::load(None, vec![("CHATTR__NOPE".to_owned(), "1".to_owned())]).is_err());
+    }
+
+    #[test]
+    fn roles_parse() {
+        assert_eq!(Role::parse_list("all").unwrap(), Role::ALL.to_vec());
+        assert_eq!(Role::parse_list("fanout, gateway").unwrap(), vec![Role::Gateway, Role::Fanout]);
+        assert!(Role::parse_list("gateway,nope").is_err());
+        assert!(Role::parse_list("").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: a whole Chattr server on port 0, driven through real sockets by the
+//! Rust client. One test binary; modules by area.
+
+mod harness;
+
+mod auth;
+mod conversations;
+mod delivery;
+mod messages;
+mod ops;
+mod restart;
+mod websocket;

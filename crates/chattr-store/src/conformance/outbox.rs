@@ -1,0 +1,89 @@
+//! Conformance checks for the outbox.
+
+use chattr_core::events::Event;
+
+use super::*;
+use crate::{DynStore, MessageChange};
+
+/// `outbox_pending` is oldest first and limited; published rows leave it.
+pub async fn outbox_pending_and_publish(store: DynStore) {
+    assert!(store.outbox_pending(10).await.expect("pending").is_empty());
+    let names = ["o1", "o2", "o3", "o4", "o5"];
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(user(&store, name).await);
+    }
+    let registered = |i: usize| Event::UserRegistered { user_id: ids[i], username: names[i].into() };
+    let first = store.outbox_pending(2).await.expect("pending");
+    assert_eq!(first.iter().map(|r| r.event.clone()).collect::<Vec<_>>(), [registered(0), registered(1)]);
+    assert!(first[0].id < first[1].id);
+    let all = store.outbox_pending(100).await.expect("pending");
+    assert_eq!(all.len(), 5);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    assert_eq!(all[..2], first[..], "reading does not consume");
+    assert!(store.outbox_pending(0).await.expect("pending").is_empty());
+
+    store.outbox_mark_published(&[first[0].id, first[1].id]).await.expect("publish");
+    let rest = store.outbox_pending(100).await.expect("pending");
+    assert_eq!(rest, all[2..]);
+    // Publishing out of order, twice, or unknown ids is harmless.
+    store.outbox_mark_published(&[all[3].id, all[0].id, 999_999]).await.expect("publish");
+    store.outbox_mark_published(&[]).await.expect("publish none");
+    assert_eq!(store.outbox_pending(100).await.expect("pending"), [all[2].clone(), all[4].clone()]);
+    // New rows get ids above every earlier one, published or not.
+    let late = user(&store, "late").await;
+    let pending = store.outbox_pending(100).await.expect("pending");
+    assert_eq!(pending.len(), 3);
+    assert!(pending[2].id > all[4].id);
+    assert_eq!(pending[2].event, Event::UserRegistered { user_id: late, username: "late".into() });
+    assert_eq!(drain(&store).await.len(), 3);
+    assert!(store.outbox_pending(100).await.expect("pending").is_empty());
+}
+
+/// A whole scenario writes exactly the expected events, in commit order.
+pub async fn outbox_records_every_mutation_in_order(store: DynStore) {
+    let a = user(&store, "fa").await;
+    let b = user(&store, "fb").await;
+    let c = user(&store, "fc").await;
+    let s = session_record(a, "h1", 0);
+    store.create_session(&s).await.expect("session");
+    let (d, _) = direct(&store, a, b).await;
+    direct(&store, b, a).await;
+    let g = group(&store, &[a, b], 1).await;
+    store.add_member(g, c, at(2)).await.expect("add");
+    store.add_member(g, c, at(2)).await.expect("add again");
+    store.set_title(g, "T").await.expect("title");
+    let m1 = send(&store, d, a, "1", 3).await;
+    store.insert_message(&new_message(d, a, "1", 4)).await.expect("dup");
+    let m2 = send(&store, g, c, "2", 5).await;
+    store.mark_read(d, b, 1).await.expect("read");
+    let edited = store
+        .change_message(d, m1.id, &MessageChange::Edit { body: "e".into(), at: at(6) })
+        .await
+        .expect("edit");
+    let deleted = store.change_message(g, m2.id, &MessageChange::Delete { at: at(7) }).await.expect("delete");
+    store.remove_member(g, c).await.expect("remove");
+    store.remove_member(g, c).await.expect("remove again");
+    store.rotate_refresh(s.id, "h1", "h2", at(1_000_000), at(8)).await.expect("rotate");
+    store.rotate_refresh(s.id, "h1", "h3", at(1_000_000), at(9)).await.expect("reuse");
+
+    let expected = vec![
+        Event::UserRegistered { user_id: a, username: "fa".into() },
+        Event::UserRegistered { user_id: b, username: "fb".into() },
+        Event::UserRegistered { user_id: c, username: "fc".into() },
+        Event::ConversationCreated { conversation_id: d },
+        Event::ConversationCreated { conversation_id: g },
+        Event::MemberAdded { conversation_id: g, user_id: c },
+        Event::ConversationUpdated { conversation_id: g },
+        Event::MessageCreated { message: m1 },
+        Event::MessageCreated { message: m2 },
+        Event::MessageRead { conversation_id: d, user_id: b, seq: 1 },
+        Event::MessageEdited { message: edited.expect("edited") },
+        Event::MessageDeleted { message: deleted.expect("deleted") },
+        Event::MemberRemoved { conversation_id: g, user_id: c },
+        Event::SessionRevoked { user_id: a, session_id: s.id },
+    ];
+    let rows = store.outbox_pending(100).await.expect("pending");
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(rows.into_iter().map(|r| r.event).collect::<Vec<_>>(), expected);
+}

@@ -1,0 +1,58 @@
+//! The transactional outbox table: events are appended inside the transaction of the
+//! change they describe, and the relay reads and marks them in id order.
+
+use chattr_core::events::Event;
+use sqlx::SqliteConnection;
+
+use super::rows::ms;
+use super::SqliteStore;
+use crate::{OutboxRow, StoreError, StoreResult};
+
+/// Appends `event` to the outbox on `conn`, which must be inside the write transaction of
+/// the change, so the event exists if and only if the change committed.
+pub(super) async fn push(conn: &mut SqliteConnection, event: &Event) -> StoreResult<()> {
+    let (topic, key) = event.route();
+    sqlx::query("INSERT INTO outbox (topic, key, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(topic)
+        .bind(key)
+        .bind(event.kind())
+        .bind(event.to_json())
+        .bind(ms(chattr_core::now()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Unpublished rows, oldest first.
+pub(super) async fn pending(store: &SqliteStore, limit: u32) -> StoreResult<Vec<OutboxRow>> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?")
+            .bind(limit)
+            .fetch_all(&store.read)
+            .await?;
+    rows.into_iter()
+        .map(|(id, payload)| {
+            let event = serde_json::from_str::<Event>(&payload)
+                .map_err(|e| StoreError::Backend(format!("corrupt outbox row {id}: {e}")))?;
+            Ok(OutboxRow { id, event })
+        })
+        .collect()
+}
+
+/// Marks rows as published; unknown or already published ids are ignored.
+pub(super) async fn mark_published(store: &SqliteStore, ids: &[i64]) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let now = ms(chattr_core::now());
+    let mut tx = store.begin_write().await?;
+    for id in ids {
+        sqlx::query("UPDATE outbox SET published_at = ? WHERE id = ? AND published_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

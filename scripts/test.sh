@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs Chattr's whole test suite on a fresh Debian machine with Rust.
+# It installs whatever the tests need (nothing beyond Rust's toolchain yet: the embedded
+# shape uses SQLite, an in-process bus and an in-memory cache, all built from crates), then
+# runs every unit, conformance and end-to-end test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Reuse one build cache across clones (CI clones afresh each run).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chattr-target}"
+# Argon2 and SQLite are slow unoptimised; the dev profile already optimises dependencies.
+export RUST_BACKTRACE=1
+
+if ! command -v cargo >/dev/null; then
+  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
+if ! command -v cc >/dev/null; then
+  # The bundled SQLite is compiled from C.
+  apt-get update -qq && apt-get install -y -qq build-essential
+fi
+
+cargo test --workspace --all-targets --locked "$@"
