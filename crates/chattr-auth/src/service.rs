@@ -204,6 +204,10 @@ impl AuthService for Auth {
         }
     }
 
+    async fn touch(&self, who: Principal) -> Result<(), AuthError> {
+        self.store.touch_session(who.session_id, now()).await.map_err(internal)
+    }
+
     async fn user(&self, id: UserId) -> Result<User, AuthError> {
         let users = self.store.users_by_ids(&[id]).await.map_err(internal)?;
         users.into_iter().next().ok_or(AuthError::NotFound)

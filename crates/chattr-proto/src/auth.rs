@@ -104,6 +104,8 @@ pub trait AuthService: Send + Sync + 'static {
     async fn logout(&self, who: Principal) -> Result<(), AuthError>;
     /// Verifies an access token (signature, expiry) and that its session is live.
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError>;
+    /// Records that a session is in use now (a socket connected), for "last seen".
+    async fn touch(&self, who: Principal) -> Result<(), AuthError>;
     /// The public view of a user.
     async fn user(&self, id: UserId) -> Result<User, AuthError>;
     /// The caller's live sessions.

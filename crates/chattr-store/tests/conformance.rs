@@ -7,10 +7,16 @@ use std::sync::Arc;
 use chattr_store::sqlite::SqliteStore;
 use chattr_store::DynStore;
 
-/// A fresh database path under one directory of the system temp dir, so every test gets
-/// its own file (tests run in parallel) without littering the temp dir root.
+/// A fresh database path per test (tests run in parallel) under cargo's scratch directory
+/// for integration tests. The directory is emptied once per run, so runs don't pile up.
 fn fresh_db_path() -> PathBuf {
-    std::env::temp_dir().join("chattr-store-tests").join(uuid::Uuid::new_v4().to_string()).join("chattr.db")
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chattr-store-tests");
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    });
+    root.join(uuid::Uuid::new_v4().to_string()).join("chattr.db")
 }
 
 async fn open_sqlite(path: &std::path::Path) -> SqliteStore {

@@ -137,7 +137,12 @@ impl Conn {
             }
         };
         match self.state.auth.authenticate(&token).await {
-            Ok(who) => Ok((who, cursors)),
+            Ok(who) => {
+                if let Err(e) = self.state.auth.touch(who).await {
+                    warn!(error = %e, "session touch failed");
+                }
+                Ok((who, cursors))
+            }
             Err(e) => {
                 self.error(None, e.code(), &e.public_message()).await?;
                 Err(End::Close(close_codes::UNAUTHORIZED, "authentication failed"))

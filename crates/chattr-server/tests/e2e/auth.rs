@@ -185,3 +185,15 @@ async fn malformed_auth_bodies_get_stable_codes() {
     let err = c.request_raw(Method::POST, "/v1/auth/login", Some(huge.into_bytes())).await;
     assert_api_error(err, 413, codes::TOO_LARGE);
 }
+
+#[tokio::test]
+async fn connecting_a_socket_updates_last_seen() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let before = alice.sessions().await.unwrap()[0].last_seen_at;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (mut ws, _) = alice.connect(BTreeMap::new()).await.unwrap();
+    until_synced(&mut ws).await;
+    let after = alice.sessions().await.unwrap()[0].last_seen_at;
+    assert!(after > before, "{before} -> {after}");
+}

@@ -39,19 +39,16 @@ pub(super) async fn pending(store: &SqliteStore, limit: u32) -> StoreResult<Vec<
         .collect()
 }
 
-/// Marks rows as published; unknown or already published ids are ignored.
+/// Marks rows as published by deleting them: once on the bus, the bus is their durable
+/// home and nothing reads them here again, so the table stays as small as the backlog.
+/// AUTOINCREMENT keeps ids monotonic after deletes. Unknown ids are ignored.
 pub(super) async fn mark_published(store: &SqliteStore, ids: &[i64]) -> StoreResult<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    let now = ms(chattr_core::now());
     let mut tx = store.begin_write().await?;
     for id in ids {
-        sqlx::query("UPDATE outbox SET published_at = ? WHERE id = ? AND published_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(id).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(())
