@@ -41,7 +41,9 @@ pub struct Slot {
     id: u64,
     /// The session the socket authenticated as.
     pub session_id: chattr_core::SessionId,
-    tx: mpsc::Sender<Delivery>,
+    /// Queue of deliveries. `Arc` keeps a queue slot at 8 bytes: tokio allocates queue
+    /// blocks of 32 slots up front, and every socket has one.
+    tx: mpsc::Sender<Arc<Delivery>>,
     kicked: Notify,
     kick_code: AtomicU16,
 }
@@ -59,7 +61,7 @@ impl Slot {
     }
 
     /// Offers a delivery to the socket's bounded queue.
-    fn offer(&self, delivery: &Delivery, capacity: usize) {
+    fn offer(&self, delivery: &Arc<Delivery>, capacity: usize) {
         if delivery.kind == DeliveryKind::Ephemeral && self.tx.capacity() < capacity / 2 {
             // Under pressure, ephemeral events are the first to go.
             metrics::counter!("chattr_gateway_ephemeral_dropped_total").increment(1);
@@ -112,7 +114,10 @@ impl Hub {
 
     /// Registers a socket; returns once the user's channel is subscribed. The receiver is
     /// the socket's bounded delivery queue.
-    pub async fn register(&self, who: Principal) -> Result<(Arc<Slot>, mpsc::Receiver<Delivery>), String> {
+    pub async fn register(
+        &self,
+        who: Principal,
+    ) -> Result<(Arc<Slot>, mpsc::Receiver<Arc<Delivery>>), String> {
         let (tx, rx) = mpsc::channel(self.inner.queue_capacity);
         let slot = Arc::new(Slot {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
@@ -177,6 +182,7 @@ impl Inner {
             warn!(channel, "undecodable delivery dropped");
             return;
         };
+        let delivery = Arc::new(delivery);
         let sockets = self.sockets.lock();
         if let Some(list) = sockets.get(&user) {
             for slot in list {

@@ -28,6 +28,9 @@ pub struct GatewaySettings {
     pub frame_burst: u32,
     /// Allowed `Origin` values for WebSocket upgrades (browsers). Empty: same host only.
     pub allowed_origins: Vec<String>,
+    /// Take the client IP (for rate limits) from the first `X-Forwarded-For` address. Only
+    /// enable behind a reverse proxy that sets it; otherwise clients could pick their IP.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for GatewaySettings {
@@ -44,6 +47,7 @@ impl Default for GatewaySettings {
             frames_per_second: 20,
             frame_burst: 60,
             allowed_origins: Vec::new(),
+            trust_forwarded_for: false,
         }
     }
 }

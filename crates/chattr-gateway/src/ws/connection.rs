@@ -155,7 +155,7 @@ impl Conn {
         who: Principal,
         cursors: BTreeMap<ConversationId, u64>,
         slot: &Arc<Slot>,
-        rx: &mut mpsc::Receiver<Delivery>,
+        rx: &mut mpsc::Receiver<Arc<Delivery>>,
         connection_id: &str,
     ) -> End {
         // Subscribed already: now the snapshot, then the replay.
@@ -259,8 +259,8 @@ impl Conn {
     async fn deliver_batch(
         &mut self,
         who: Principal,
-        first: Delivery,
-        rx: &mut mpsc::Receiver<Delivery>,
+        first: Arc<Delivery>,
+        rx: &mut mpsc::Receiver<Arc<Delivery>>,
     ) -> Result<(), End> {
         self.deliver(who, first).await?;
         for _ in 0..COALESCE {
@@ -272,7 +272,7 @@ impl Conn {
         self.sink.flush().await.map_err(|_| End::Gone)
     }
 
-    async fn deliver(&mut self, who: Principal, delivery: Delivery) -> Result<(), End> {
+    async fn deliver(&mut self, who: Principal, delivery: Arc<Delivery>) -> Result<(), End> {
         match delivery.kind {
             DeliveryKind::Message { conversation_id, seq } => {
                 let last = self.delivered.get(&conversation_id).copied();
@@ -292,17 +292,17 @@ impl Conn {
                 }
                 self.delivered.insert(conversation_id, seq);
                 metrics::counter!("chattr_gateway_messages_delivered_total").increment(1);
-                self.feed_raw(delivery.frame).await
+                self.feed_raw(delivery.frame.clone()).await
             }
             DeliveryKind::Revoke { session_id } => {
                 if session_id == who.session_id {
-                    self.feed_raw(delivery.frame).await?;
+                    self.feed_raw(delivery.frame.clone()).await?;
                     let _ = self.sink.flush().await;
                     return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked"));
                 }
                 Ok(())
             }
-            DeliveryKind::Event | DeliveryKind::Ephemeral => self.feed_raw(delivery.frame).await,
+            DeliveryKind::Event | DeliveryKind::Ephemeral => self.feed_raw(delivery.frame.clone()).await,
         }
     }
 

@@ -197,3 +197,29 @@ async fn connecting_a_socket_updates_last_seen() {
     let after = alice.sessions().await.unwrap()[0].last_seen_at;
     assert!(after > before, "{before} -> {after}");
 }
+
+#[tokio::test]
+async fn forwarded_for_is_used_only_when_trusted() {
+    for trusted in [false, true] {
+        let srv = TestServer::start_with(|s| {
+            s.auth.login_per_ip_per_minute = 2;
+            s.gateway.trust_forwarded_for = trusted;
+        })
+        .await;
+        let http = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for i in 0..3 {
+            let resp = http
+                .post(format!("{}/v1/auth/login", srv.url))
+                .header("x-forwarded-for", format!("10.0.0.{i}, 127.0.0.1"))
+                .json(&serde_json::json!({"username": name("ghost"), "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap();
+            statuses.push(resp.status().as_u16());
+        }
+        // Trusted: three different client IPs, none limited. Untrusted: one peer IP, limited.
+        let expected = if trusted { vec![401, 401, 401] } else { vec![401, 401, 429] };
+        assert_eq!(statuses, expected, "trusted = {trusted}");
+    }
+}

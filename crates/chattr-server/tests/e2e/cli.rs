@@ -22,7 +22,11 @@ fn chattr(srv: &TestServer, profile: &std::path::Path, args: &[&str]) -> Command
 async fn run_ok(srv: &TestServer, profile: &std::path::Path, args: &[&str]) -> String {
     let out = within(chattr(srv, profile, args).output()).await.expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "chattr chat {args:?} failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chattr chat {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -37,7 +41,9 @@ async fn chat_from_the_terminal() {
     let bob_name = bob.me().unwrap().username;
     let conv_id = run_ok(&srv, &profile, &["dm", &bob_name]).await.trim().to_owned();
     let at_bob = format!("@{bob_name}");
-    assert!(run_ok(&srv, &profile, &["send", &at_bob, "hello", "from", "the", "cli"]).await.contains("sent #1"));
+    assert!(run_ok(&srv, &profile, &["send", &at_bob, "hello", "from", "the", "cli"])
+        .await
+        .contains("sent #1"));
     let conv: uuid::Uuid = conv_id.parse().expect("dm prints the conversation id");
     assert_eq!(bob.history(conv, None, None, None).await.unwrap()[0].body, "hello from the cli");
     bob.send(conv, "b1", "reply from bob").await.unwrap();
@@ -47,7 +53,8 @@ async fn chat_from_the_terminal() {
     assert!(list.contains(&at_bob) && list.contains("1 unread"), "{list}");
 
     // `tail` follows live.
-    let mut tail = chattr(&srv, &profile, &["tail"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut tail =
+        chattr(&srv, &profile, &["tail"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     // The tail may not be connected yet: keep sending new messages until one shows up.
     let waiter = async {

@@ -193,7 +193,8 @@ async fn concurrent_senders_into_one_group_everyone_gets_everything_in_order() {
 async fn a_slow_reader_is_disconnected_resumably_and_loses_nothing() {
     let srv = TestServer::start_with(|s| {
         s.gateway.queue_capacity = 8;
-        s.messaging.max_body_chars = 4000;
+        // Everything missed must be replayable here (no resync), to check none is lost.
+        s.gateway.replay_limit = 10_000;
     })
     .await;
     let alice = srv.user("alice").await;

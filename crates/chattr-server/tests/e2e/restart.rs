@@ -20,8 +20,13 @@ async fn accounts_sessions_conversations_and_messages_survive_restart() {
     bob.edit(group.id, m.id, "edited in the group").await.unwrap();
     bob.mark_read(conv.id, 3).await.unwrap();
     let bob_tokens = bob.auth().unwrap();
+    // A socket open during shutdown is told to come back (1001, resumable).
+    let (mut open_ws, _) = bob.connect(BTreeMap::new()).await.unwrap();
+    until_synced(&mut open_ws).await;
+    let closed = tokio::spawn(async move { wait_closed(&mut open_ws).await });
 
     srv.restart().await;
+    assert_eq!(within(closed).await.unwrap(), chattr_api::v1::close_codes::GOING_AWAY);
 
     // Passwords still work.
     let alice2 = Client::new(&srv.url).unwrap();
