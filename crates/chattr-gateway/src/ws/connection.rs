@@ -96,7 +96,7 @@ const KNOWN_TYPES: &[&str] = &["auth", "send", "edit", "delete", "read", "typing
 
 impl Conn {
     async fn run(&mut self) -> End {
-        let who = match self.authenticate().await {
+        let who = match Box::pin(self.authenticate()).await {
             Ok(a) => a,
             Err(end) => return end,
         };
@@ -159,7 +159,9 @@ impl Conn {
         connection_id: &str,
     ) -> End {
         // Subscribed already: now the snapshot, then the replay.
-        if let Err(end) = self.snapshot_and_replay(who, cursors).await {
+        // Boxed: the rarely taken, deep code paths would otherwise size the state every idle
+        // socket keeps (a future is as large as its largest suspended state).
+        if let Err(end) = Box::pin(self.snapshot_and_replay(who, cursors)).await {
             return end;
         }
         if let Err(e) = self.state.messaging.presence_up(who.user_id, connection_id).await {
@@ -171,15 +173,15 @@ impl Conn {
         loop {
             let step = tokio::select! {
                 incoming = self.read() => match incoming {
-                    Ok(incoming) => self.handle(who, incoming).await,
+                    Ok(incoming) => Box::pin(self.handle(who, incoming)).await,
                     Err(end) => Err(end),
                 },
                 delivery = rx.recv() => match delivery {
-                    Some(d) => self.deliver_batch(who, d, rx).await,
+                    Some(d) => Box::pin(self.deliver_batch(who, d, rx)).await,
                     None => Err(End::Gone),
                 },
                 code = slot.kicked() => Err(End::Close(code, "too slow: reconnect and resume")),
-                _ = heartbeat.tick() => self.heartbeat(who, connection_id).await,
+                _ = heartbeat.tick() => Box::pin(self.heartbeat(who, connection_id)).await,
                 _ = shutting_down(&mut shutdown) => Err(End::Close(close_codes::GOING_AWAY, "server shutting down")),
             };
             if let Err(end) = step {
