@@ -198,8 +198,13 @@ impl AuthService for Auth {
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError> {
         let who = self.keys.verify(access_token).ok_or(AuthError::Unauthorized)?;
         // A revoked session's tokens stop working at once, not when they expire.
+        self.check_session(who).await?;
+        Ok(who)
+    }
+
+    async fn check_session(&self, who: Principal) -> Result<(), AuthError> {
         match self.store.session(who.session_id).await.map_err(internal)? {
-            Some(s) if !s.revoked && s.user_id == who.user_id => Ok(who),
+            Some(s) if !s.revoked && s.user_id == who.user_id => Ok(()),
             _ => Err(AuthError::Unauthorized),
         }
     }

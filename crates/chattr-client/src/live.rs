@@ -77,7 +77,7 @@ impl Live {
             commands: command_rx,
             next_req: 0,
         };
-        worker.note_ready(&ready);
+        let _ = worker.note_ready(&ready, false).await;
         tokio::spawn(async move { worker.run(conn).await });
         Ok(Self { commands, events })
     }
@@ -181,7 +181,9 @@ impl Worker {
     async fn reconnect(&mut self) -> Result<Connection, Drop> {
         match self.client.connect(self.cursors.clone()).await {
             Ok((conn, ready)) => {
-                self.note_ready(&ready);
+                if self.note_ready(&ready, true).await.is_err() {
+                    return Err(Drop::Stop("receiver dropped".to_owned()));
+                }
                 Ok(conn)
             }
             Err(ClientError::Api { code, .. }) if code == chattr_api::v1::codes::UNAUTHORIZED => {
@@ -198,13 +200,22 @@ impl Worker {
         }
     }
 
-    fn note_ready(&mut self, ready: &ServerFrame) {
-        if let ServerFrame::Ready { conversations, .. } = ready {
-            for c in conversations {
-                // Conversations we had no cursor for start live at the snapshot.
-                self.cursors.entry(c.id).or_insert(c.last_seq);
+    /// Conversations without a cursor start live at the snapshot. After a reconnect such a
+    /// conversation is one we joined while away: say so with `Resync`, so the caller pages
+    /// its history instead of silently missing what came before.
+    async fn note_ready(&mut self, ready: &ServerFrame, reconnect: bool) -> Result<(), ()> {
+        let ServerFrame::Ready { conversations, .. } = ready else { return Ok(()) };
+        for c in conversations {
+            if self.cursors.contains_key(&c.id) {
+                continue;
+            }
+            self.cursors.insert(c.id, c.last_seq);
+            if reconnect {
+                let event = LiveEvent::Resync { conversation_id: c.id, last_seq: c.last_seq };
+                self.events.send(event).await.map_err(|_| ())?;
             }
         }
+        Ok(())
     }
 
     /// Serves one connection until it drops.
@@ -263,11 +274,19 @@ impl Worker {
     async fn on_frame(&mut self, frame: ServerFrame) -> Result<(), Drop> {
         let event = match frame {
             ServerFrame::Message { message } => {
-                let seen = self.cursors.get(&message.conversation_id).copied().unwrap_or(0);
-                if message.seq <= seen && self.cursors.contains_key(&message.conversation_id) {
+                let id = message.conversation_id;
+                let seen = self.cursors.get(&id).copied().unwrap_or(0);
+                if message.seq <= seen {
                     return Ok(());
                 }
-                self.cursors.insert(message.conversation_id, message.seq);
+                if message.seq > seen + 1 {
+                    // Something between was lost on the way: fetch it before going on.
+                    self.fill_gap(id, seen, message.seq - 1).await?;
+                    if self.cursors.get(&id).copied().unwrap_or(0) >= message.seq {
+                        return Ok(());
+                    }
+                }
+                self.cursors.insert(id, message.seq);
                 LiveEvent::Message(message)
             }
             ServerFrame::Ack { req_id, message } => {
@@ -286,7 +305,8 @@ impl Worker {
                 return Ok(());
             }
             ServerFrame::Resync { conversation_id, last_seq } => {
-                self.cursors.insert(conversation_id, last_seq);
+                let cursor = self.cursors.entry(conversation_id).or_insert(0);
+                *cursor = (*cursor).max(last_seq);
                 LiveEvent::Resync { conversation_id, last_seq }
             }
             ServerFrame::Heartbeat { latest } => {
@@ -297,6 +317,12 @@ impl Worker {
                     }
                 }
                 return Ok(());
+            }
+            ServerFrame::Conversation { conversation } => {
+                // A conversation we just joined: its messages count from the start, so
+                // none of them can be skipped across a reconnect.
+                self.cursors.entry(conversation.id).or_insert(0);
+                LiveEvent::Frame(ServerFrame::Conversation { conversation })
             }
             ServerFrame::ConversationRemoved { conversation_id } => {
                 self.cursors.remove(&conversation_id);
@@ -309,9 +335,18 @@ impl Worker {
 
     /// Pages history over REST to deliver messages a heartbeat says we missed.
     async fn fill_gap(&mut self, id: Uuid, mut seen: u64, until: u64) -> Result<(), Drop> {
+        let mut refreshed = false;
         while seen < until {
-            let page = match self.client.history(id, Some(seen), None, Some(100)).await {
+            let page = match self.client.history(id, Some(seen), Some(until + 1), Some(100)).await {
                 Ok(p) if !p.is_empty() => p,
+                Err(ClientError::Api { status: 401, .. }) if !refreshed => {
+                    // The access token expired while the socket stayed open.
+                    refreshed = true;
+                    if self.client.refresh().await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 _ => return Ok(()),
             };
             for message in page {

@@ -17,7 +17,14 @@ pub struct Client {
     http: reqwest::Client,
     base: url::Url,
     session: Arc<Mutex<Option<AuthResponse>>>,
+    /// One refresh at a time: two concurrent refreshes with the same token would look like
+    /// token theft to the server and revoke the session.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+    on_tokens: Arc<Mutex<Option<TokenListener>>>,
 }
+
+/// Called with every new token pair (e.g. to save it to disk).
+pub type TokenListener = Arc<dyn Fn(&AuthResponse) + Send + Sync>;
 
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
@@ -27,7 +34,13 @@ impl Client {
             .user_agent(concat!("chattr-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Ok(Self { http, base, session: Arc::new(Mutex::new(None)) })
+        Ok(Self {
+            http,
+            base,
+            session: Arc::new(Mutex::new(None)),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
+            on_tokens: Arc::new(Mutex::new(None)),
+        })
     }
 
     /// The server's base URL.
@@ -43,6 +56,11 @@ impl Client {
     /// Uses tokens obtained elsewhere (e.g. saved by the CLI).
     pub fn set_auth(&self, auth: AuthResponse) {
         *self.session.lock() = Some(auth);
+    }
+
+    /// Calls `listener` with every token pair obtained from now on (login, refresh).
+    pub fn on_tokens(&self, listener: TokenListener) {
+        *self.on_tokens.lock() = Some(listener);
     }
 
     /// The signed-in user.
@@ -135,6 +153,10 @@ impl Client {
 
     fn keep(&self, auth: AuthResponse) -> AuthResponse {
         *self.session.lock() = Some(auth.clone());
+        let listener = self.on_tokens.lock().clone();
+        if let Some(listener) = listener {
+            listener(&auth);
+        }
         auth
     }
 
@@ -154,6 +176,7 @@ impl Client {
 
     /// Rotates the tokens with the current refresh token.
     pub async fn refresh(&self) -> ClientResult<AuthResponse> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let token = self.auth().ok_or(ClientError::NotSignedIn)?.refresh_token;
         self.refresh_with(&token).await
     }

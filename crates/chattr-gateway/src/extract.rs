@@ -45,7 +45,9 @@ impl FromRequestParts<GatewayState> for Client {
             .then(|| parts.headers.get("x-forwarded-for"))
             .flatten()
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
+            // The rightmost address is the one our proxy appended; anything left of it was
+            // sent by the client and could be forged to dodge per-IP limits.
+            .and_then(|v| v.rsplit(',').next())
             .and_then(|ip| ip.trim().parse::<IpAddr>().ok());
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         Ok(Client(ClientInfo { user_agent, ip: forwarded.or(peer) }))

@@ -11,6 +11,7 @@ mod hub;
 mod openapi;
 mod routes;
 mod settings;
+mod web;
 mod ws;
 
 use std::future::Future;

@@ -28,7 +28,8 @@ pub struct GatewaySettings {
     pub frame_burst: u32,
     /// Allowed `Origin` values for WebSocket upgrades (browsers). Empty: same host only.
     pub allowed_origins: Vec<String>,
-    /// Take the client IP (for rate limits) from the first `X-Forwarded-For` address. Only
+    /// Take the client IP (for rate limits) from the last `X-Forwarded-For` address (the one
+    /// the proxy in front of the gateway appended). Only
     /// enable behind a reverse proxy that sets it; otherwise clients could pick their IP.
     pub trust_forwarded_for: bool,
 }

@@ -104,6 +104,9 @@ pub trait AuthService: Send + Sync + 'static {
     async fn logout(&self, who: Principal) -> Result<(), AuthError>;
     /// Verifies an access token (signature, expiry) and that its session is live.
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError>;
+    /// Checks that a session is still live (not revoked); `Unauthorized` otherwise. Sockets
+    /// call it periodically so a revocation whose event was lost still closes them.
+    async fn check_session(&self, who: Principal) -> Result<(), AuthError>;
     /// Records that a session is in use now (a socket connected), for "last seen".
     async fn touch(&self, who: Principal) -> Result<(), AuthError>;
     /// The public view of a user.

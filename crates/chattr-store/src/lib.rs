@@ -33,6 +33,9 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// How many rotated-away refresh hashes a session remembers for reuse detection.
+pub const ROTATED_KEEP: usize = 8;
+
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -64,9 +67,10 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// If the session is live, `presented_hash` is its current hash and it has not expired,
     /// the hash becomes `new_hash`, the expiry `new_expires_at`, last seen `now`: `Rotated`.
-    /// If the session is live but the hash does not match (a rotated token replayed), the
-    /// session is revoked (with `session.revoked` in the outbox): `Reused`.
-    /// Otherwise (unknown, revoked, expired): `Invalid`.
+    /// If the session is live and `presented_hash` is one of the last [`ROTATED_KEEP`]
+    /// hashes it rotated away (a stolen token replayed), the session is revoked (with
+    /// `session.revoked` in the outbox): `Reused`. Otherwise (unknown, revoked, expired,
+    /// or a hash the session never had): `Invalid`, and nothing changes.
     async fn rotate_refresh(
         &self,
         id: SessionId,

@@ -32,6 +32,8 @@ struct State {
     /// Username → id, ordered so prefix search is a range scan.
     usernames: BTreeMap<String, UserId>,
     sessions: HashMap<SessionId, SessionRecord>,
+    /// Refresh hashes each session rotated away, newest first (at most `ROTATED_KEEP`).
+    rotated: HashMap<SessionId, Vec<String>>,
     conversations: HashMap<ConversationId, Conversation>,
     /// Sorted member pair of each direct conversation, for dedupe.
     directs: HashMap<(UserId, UserId), ConversationId>,
@@ -210,10 +212,15 @@ impl Store for MemoryStore {
         now: Timestamp,
     ) -> StoreResult<RotateOutcome> {
         let mut state = self.state.lock();
+        let state = &mut *state;
         let Some(session) = state.sessions.get_mut(&id).filter(|s| !s.revoked) else {
             return Ok(RotateOutcome::Invalid);
         };
+        let rotated = state.rotated.entry(id).or_default();
         if session.refresh_hash != presented_hash {
+            if !rotated.iter().any(|h| h == presented_hash) {
+                return Ok(RotateOutcome::Invalid);
+            }
             // A token that was already rotated away is being replayed: treat the session as
             // stolen and kill it.
             session.revoked = true;
@@ -224,6 +231,8 @@ impl Store for MemoryStore {
         if session.refresh_expires_at <= now {
             return Ok(RotateOutcome::Invalid);
         }
+        rotated.insert(0, std::mem::take(&mut session.refresh_hash));
+        rotated.truncate(crate::ROTATED_KEEP);
         session.refresh_hash = new_hash.to_owned();
         session.refresh_expires_at = new_expires_at;
         session.last_seen_at = now;

@@ -17,8 +17,12 @@ pub mod close_codes {
     pub const GOING_AWAY: u16 = 1001;
     /// The frame was larger than the limit.
     pub const TOO_LARGE: u16 = 1009;
+    /// A backend failed while serving the socket (resumable: reconnect with cursors).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Authentication failed, timed out, or the token expired: log in or refresh first.
     pub const UNAUTHORIZED: u16 = 4001;
+    /// Nothing was heard from the client for three heartbeat intervals (resumable).
+    pub const IDLE: u16 = 4002;
     /// The session was revoked (logout or revoke from another device): do not reconnect.
     pub const SESSION_REVOKED: u16 = 4003;
     /// The client read too slowly and its bounded queue overflowed (resumable).

@@ -10,7 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
 
-use crate::{ws, ApiError, GatewayState};
+use crate::{ws, GatewayState};
 
 /// Builds the full router.
 pub fn router(state: GatewayState) -> Router {
@@ -39,7 +39,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .fallback(|| async { ApiError::not_found() })
+        .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

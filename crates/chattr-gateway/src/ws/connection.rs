@@ -13,8 +13,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use chattr_api::v1::{close_codes, codes, ClientFrame, ConversationCursor, SendMessage, ServerFrame};
 use chattr_core::ConversationId;
+use chattr_proto::auth::AuthError;
 use chattr_proto::delivery::{Delivery, DeliveryKind};
-use chattr_proto::messaging::HistoryQuery;
+use chattr_proto::messaging::{HistoryQuery, MessagingError};
 use chattr_proto::{ErrorInfo, Principal};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
@@ -31,6 +32,11 @@ use crate::GatewayState;
 const COALESCE: usize = 64;
 /// Page size when replaying or filling gaps.
 const PAGE: u32 = 100;
+/// A write that makes no progress for this long means the peer stopped reading: the
+/// socket is dropped (it could not even receive a close frame).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat intervals without any frame from the client before it counts as gone.
+const IDLE_HEARTBEATS: u32 = 3;
 /// How long a closing socket waits for the peer's close answer.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Refused frames in a row before a flooding socket is closed.
@@ -59,11 +65,20 @@ enum Incoming {
 pub async fn run(socket: WebSocket, state: GatewayState) {
     let (sink, stream) = socket.split();
     let limiter = FrameLimiter::new(state.settings.frames_per_second, state.settings.frame_burst);
-    let mut conn = Conn { sink, stream, state, limiter, delivered: HashMap::new() };
+    let mut conn = Conn {
+        sink,
+        stream,
+        state,
+        limiter,
+        delivered: HashMap::new(),
+        last_heard: tokio::time::Instant::now(),
+        slot: None,
+    };
     let end = conn.run().await;
     if let End::Close(code, reason) = end {
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-        if conn.sink.send(WsMessage::Close(Some(frame))).await.is_ok() {
+        let sent = tokio::time::timeout(CLOSE_GRACE, conn.sink.send(WsMessage::Close(Some(frame)))).await;
+        if matches!(sent, Ok(Ok(()))) {
             // Keep reading (and discarding) until the peer answers the close: dropping a
             // socket with unread input makes the kernel send a reset, and the peer might
             // never see our close code.
@@ -71,7 +86,7 @@ pub async fn run(socket: WebSocket, state: GatewayState) {
             let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
         }
     }
-    let _ = conn.sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn.sink.close()).await;
 }
 
 struct Conn {
@@ -81,6 +96,10 @@ struct Conn {
     limiter: FrameLimiter,
     /// Last seq delivered per conversation: dedupe, order and gap detection.
     delivered: HashMap<ConversationId, u64>,
+    /// When the client last sent anything (frames, pongs): dead peers are closed.
+    last_heard: tokio::time::Instant,
+    /// This socket's hub slot once registered (writes give up when it is kicked).
+    slot: Option<Arc<Slot>>,
 }
 
 /// The `type` and `req_id` of a frame, read before the full parse so errors can say
@@ -105,11 +124,19 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 warn!(error = %e, "hub registration failed");
-                return End::Close(1011, "temporarily unavailable");
+                return End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable");
             }
         };
+        self.slot = Some(slot.clone());
         let connection_id = Uuid::now_v7().to_string();
-        let end = self.serve(principal, cursors, &slot, &mut rx, &connection_id).await;
+        // The session may have been revoked between the token check and the subscription
+        // (its revoke event would then have found no socket): check again now.
+        let end = match self.state.auth.check_session(principal).await {
+            Ok(()) => self.serve(principal, cursors, &slot, &mut rx, &connection_id).await,
+            Err(AuthError::Unauthorized) => End::Close(close_codes::SESSION_REVOKED, "session revoked"),
+            Err(_) => End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"),
+        };
+
         self.state.hub.unregister(principal.user_id, &slot).await;
         if let Err(e) = self.state.messaging.presence_down(principal.user_id, &connection_id).await {
             warn!(error = %e, "presence down failed");
@@ -201,13 +228,13 @@ impl Conn {
             .auth
             .user(who.user_id)
             .await
-            .map_err(|_| End::Close(1011, "temporarily unavailable"))?;
+            .map_err(|_| End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"))?;
         let latest = self
             .state
             .messaging
             .latest_seqs(who.user_id)
             .await
-            .map_err(|_| End::Close(1011, "temporarily unavailable"))?;
+            .map_err(|_| End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"))?;
         let ready = ServerFrame::Ready {
             user,
             session_id: who.session_id,
@@ -227,7 +254,7 @@ impl Conn {
             }
         }
         self.send(&ServerFrame::Synced).await?;
-        self.sink.flush().await.map_err(|_| End::Gone)
+        io(self.sink.flush(), self.slot.as_deref()).await
     }
 
     /// Delivers messages after `delivered[id]` up to `until` from the store, or `resync`
@@ -244,7 +271,12 @@ impl Conn {
             let page = match self.state.messaging.history(who.user_id, id, q).await {
                 Ok(p) => p,
                 // Removed from the conversation meanwhile: nothing more to deliver.
-                Err(_) => break,
+                Err(MessagingError::NotFound) => break,
+                // Skipping would lose messages: make the client resume from its cursor.
+                Err(e) => {
+                    warn!(error = %e, "catch-up failed");
+                    return Err(End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"));
+                }
             };
             let Some(newest) = page.last().map(|m| m.seq) else { break };
             for message in page {
@@ -271,19 +303,21 @@ impl Conn {
                 Err(_) => break,
             }
         }
-        self.sink.flush().await.map_err(|_| End::Gone)
+        io(self.sink.flush(), self.slot.as_deref()).await
     }
 
     async fn deliver(&mut self, who: Principal, delivery: Arc<Delivery>) -> Result<(), End> {
         match delivery.kind {
             DeliveryKind::Message { conversation_id, seq } => {
-                let last = self.delivered.get(&conversation_id).copied();
+                // A conversation this socket has not seen yet (joined after connecting)
+                // starts at 0, so its first messages cannot silently go missing either.
+                let last = self.delivered.get(&conversation_id).copied().unwrap_or(0);
                 match last {
-                    Some(last) if seq <= last => {
+                    last if seq <= last => {
                         metrics::counter!("chattr_gateway_duplicates_dropped_total").increment(1);
                         return Ok(());
                     }
-                    Some(last) if seq > last + 1 => {
+                    last if seq > last + 1 => {
                         metrics::counter!("chattr_gateway_gaps_filled_total").increment(1);
                         self.catch_up(who, conversation_id, seq - 1).await?;
                         if self.delivered.get(&conversation_id).copied().unwrap_or(0) >= seq {
@@ -299,7 +333,7 @@ impl Conn {
             DeliveryKind::Revoke { session_id } => {
                 if session_id == who.session_id {
                     self.feed_raw(delivery.frame.clone()).await?;
-                    let _ = self.sink.flush().await;
+                    let _ = io(self.sink.flush(), self.slot.as_deref()).await;
                     return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked"));
                 }
                 Ok(())
@@ -309,6 +343,15 @@ impl Conn {
     }
 
     async fn heartbeat(&mut self, who: Principal, connection_id: &str) -> Result<(), End> {
+        let period = Duration::from_secs(self.state.settings.heartbeat_secs.max(1));
+        if self.last_heard.elapsed() > period * IDLE_HEARTBEATS {
+            return Err(End::Close(close_codes::IDLE, "no traffic from client"));
+        }
+        if let Err(AuthError::Unauthorized) = self.state.auth.check_session(who).await {
+            return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked"));
+        }
+        // Browsers answer protocol pings by themselves, so an idle but healthy page stays.
+        io(self.sink.feed(WsMessage::Ping(bytes::Bytes::new())), self.slot.as_deref()).await?;
         if let Err(e) = self.state.messaging.presence_up(who.user_id, connection_id).await {
             warn!(error = %e, "presence refresh failed");
         }
@@ -323,16 +366,21 @@ impl Conn {
 
     /// Handles one client frame after authentication.
     async fn handle(&mut self, who: Principal, incoming: Incoming) -> Result<(), End> {
-        let frame = match incoming {
-            Incoming::Frame(f) => f,
-            Incoming::Bad { req_id, code, message } => return self.error(req_id, code, &message).await,
-        };
+        // Every frame counts against the limit, invalid ones too: errors cost work as well.
         if !self.limiter.allow() {
             if self.limiter.refused_in_a_row > FLOOD_LIMIT {
                 return Err(End::Close(close_codes::FLOOD, "too many frames"));
             }
-            return self.error(req_id_of(&frame), codes::RATE_LIMITED, "too many frames, slow down").await;
+            let req_id = match &incoming {
+                Incoming::Frame(frame) => req_id_of(frame),
+                Incoming::Bad { req_id, .. } => req_id.clone(),
+            };
+            return self.error(req_id, codes::RATE_LIMITED, "too many frames, slow down").await;
         }
+        let frame = match incoming {
+            Incoming::Frame(f) => f,
+            Incoming::Bad { req_id, code, message } => return self.error(req_id, code, &message).await,
+        };
         let messaging = self.state.messaging.clone();
         let user = who.user_id;
         match frame {
@@ -387,6 +435,7 @@ impl Conn {
                 }
                 Some(Ok(m)) => m,
             };
+            self.last_heard = tokio::time::Instant::now();
             let text = match message {
                 WsMessage::Text(text) => text,
                 WsMessage::Binary(_) => {
@@ -410,7 +459,7 @@ impl Conn {
     /// Queues a frame without flushing.
     async fn feed(&mut self, frame: &ServerFrame) -> Result<(), End> {
         let json = serde_json::to_string(frame).map_err(|_| End::Close(1011, "internal error"))?;
-        self.sink.feed(WsMessage::Text(Utf8Bytes::from(json))).await.map_err(|_| End::Gone)?;
+        io(self.sink.feed(WsMessage::Text(Utf8Bytes::from(json))), self.slot.as_deref()).await?;
         metrics::counter!("chattr_gateway_frames_out_total").increment(1);
         Ok(())
     }
@@ -421,7 +470,7 @@ impl Conn {
             warn!("non-utf8 delivery dropped");
             return Ok(());
         };
-        self.sink.feed(WsMessage::Text(text)).await.map_err(|_| End::Gone)?;
+        io(self.sink.feed(WsMessage::Text(text)), self.slot.as_deref()).await?;
         metrics::counter!("chattr_gateway_frames_out_total").increment(1);
         Ok(())
     }
@@ -429,12 +478,39 @@ impl Conn {
     /// Writes a frame and flushes.
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), End> {
         self.feed(frame).await?;
-        self.sink.flush().await.map_err(|_| End::Gone)
+        io(self.sink.flush(), self.slot.as_deref()).await
     }
 
     async fn error(&mut self, req_id: Option<String>, code: &str, message: &str) -> Result<(), End> {
         let frame = ServerFrame::Error { req_id, code: code.to_owned(), message: message.to_owned() };
         self.send(&frame).await
+    }
+}
+
+/// Runs a socket write with [`WRITE_TIMEOUT`], abandoned at once if the hub kicks the
+/// socket for overflowing its queue: a peer that stops reading cannot pin the connection
+/// (and its queue, presence and subscription). The close frame that follows a kick gets a
+/// short grace period only.
+async fn io<E>(
+    write: impl std::future::Future<Output = Result<(), E>>,
+    slot: Option<&Slot>,
+) -> Result<(), End> {
+    let kicked = async {
+        match slot {
+            Some(slot) => slot.kicked().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        done = tokio::time::timeout(WRITE_TIMEOUT, write) => match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => {
+                metrics::counter!("chattr_gateway_write_timeouts_total").increment(1);
+                Err(End::Gone)
+            }
+        },
+        code = kicked => Err(End::Close(code, "too slow: reconnect and resume")),
     }
 }
 
@@ -462,7 +538,8 @@ fn parse(text: &str) -> Incoming {
         return bad(req_id, codes::BAD_REQUEST, "missing \"type\"");
     };
     if !KNOWN_TYPES.contains(&kind.as_str()) {
-        return bad(req_id, codes::UNKNOWN_TYPE, format!("unknown frame type {kind:?}"));
+        let shown: String = kind.chars().take(32).collect();
+        return bad(req_id, codes::UNKNOWN_TYPE, format!("unknown frame type {shown:?}"));
     }
     match serde_json::from_str::<ClientFrame>(text) {
         Ok(frame) => Incoming::Frame(frame),

@@ -155,14 +155,19 @@ impl ChatCommand {
             .with_context(|| "not signed in: run `chattr chat login <username>`")?;
         let saved: Profile = serde_json::from_str(&text).context("profile file is damaged; log in again")?;
         client.set_auth(saved.auth);
+        // Every refresh rotates the refresh token: save each new pair at once, or the next
+        // command would present a used token and the server would revoke the session.
+        let (save_path, save_server) = (path.clone(), server.to_owned());
+        client.on_tokens(std::sync::Arc::new(move |auth| {
+            if let Err(e) = save(&save_path, &save_server, auth) {
+                eprintln!("warning: cannot save tokens: {e}");
+            }
+        }));
         // Access tokens are short-lived: refresh up front when the saved one was rejected.
         if let Err(ClientError::Api { code, .. }) = client.sessions().await {
             if code == codes::UNAUTHORIZED {
                 client.refresh().await.context("session expired; log in again")?;
             }
-        }
-        if let Some(auth) = client.auth() {
-            save(&path, server, &auth)?;
         }
         self.run_signed_in(&client, &path).await
     }

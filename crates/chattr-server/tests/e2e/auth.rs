@@ -88,6 +88,17 @@ async fn refresh_rotates_and_reuse_revokes_the_session() {
 }
 
 #[tokio::test]
+async fn a_forged_refresh_token_cannot_revoke_someone_elses_session() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    // The session id is no secret (it is in every access token), the token secret is.
+    let forged = format!("{}.not-the-secret", alice.auth().unwrap().session_id);
+    assert_api_error(srv.anonymous().refresh_with(&forged).await, 401, codes::INVALID_REFRESH_TOKEN);
+    alice.conversations().await.expect("the session is untouched");
+    alice.refresh().await.expect("and its real refresh token still works");
+}
+
+#[tokio::test]
 async fn sessions_list_and_revoke_others() {
     let srv = TestServer::start().await;
     let alice = srv.user("alice").await;
@@ -211,7 +222,7 @@ async fn forwarded_for_is_used_only_when_trusted() {
         for i in 0..3 {
             let resp = http
                 .post(format!("{}/v1/auth/login", srv.url))
-                .header("x-forwarded-for", format!("10.0.0.{i}, 127.0.0.1"))
+                .header("x-forwarded-for", format!("203.0.113.9, 10.0.0.{i}"))
                 .json(&serde_json::json!({"username": name("ghost"), "password": PASSWORD}))
                 .send()
                 .await

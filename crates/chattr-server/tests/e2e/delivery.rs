@@ -194,27 +194,35 @@ async fn a_slow_reader_is_disconnected_resumably_and_loses_nothing() {
     let srv = TestServer::start_with(|s| {
         s.gateway.queue_capacity = 8;
         // Everything missed must be replayable here (no resync), to check none is lost.
-        s.gateway.replay_limit = 10_000;
+        s.gateway.replay_limit = 100_000;
     })
     .await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
-    let conv = alice.direct(bob.me().unwrap().id).await.unwrap();
+    let bob_id = bob.me().unwrap().id;
+    let conv = alice.direct(bob_id).await.unwrap();
     let (mut slow, _) = bob.connect(BTreeMap::from([(conv.id, 0)])).await.unwrap();
     until_synced(&mut slow).await;
-    // Bob stops reading; Alice sends far more than socket buffers and the queue hold.
+    // Bob stops reading. Alice sends until the server gives up on his socket (his presence
+    // drops), however large the kernel's socket buffers are.
     let body = "z".repeat(4000);
-    let total = 1500u64;
-    let sender = alice.clone();
-    let sending = tokio::spawn(async move {
-        for i in 0..total {
-            sender.send(conv.id, &format!("k{i}"), &body).await.unwrap();
+    let mut total = 0u64;
+    within(async {
+        loop {
+            for _ in 0..50 {
+                total += 1;
+                alice.send(conv.id, &format!("k{total}"), &body).await.unwrap();
+            }
+            if !alice.presence(&[bob_id]).await.unwrap()[0].online {
+                return;
+            }
+            assert!(total < 50_000, "the slow socket was never disconnected");
         }
-    });
-    within(sending).await.unwrap();
-    // Now read: whatever was buffered, then a resumable close.
+    })
+    .await;
+    // Bob reads what reached him: in order, then the end of the socket.
     let mut last = 0;
-    let code = within(async {
+    within(async {
         loop {
             match slow.next().await {
                 Ok(ServerFrame::Message { message }) => {
@@ -222,13 +230,16 @@ async fn a_slow_reader_is_disconnected_resumably_and_loses_nothing() {
                     last = message.seq;
                 }
                 Ok(_) => {}
-                Err(chattr_client::ClientError::Closed { code, .. }) => return code,
+                Err(chattr_client::ClientError::Closed { code, .. }) => {
+                    assert!([close_codes::SLOW_CONSUMER, 1006].contains(&code), "close code {code}");
+                    return;
+                }
+                Err(chattr_client::ClientError::Transport(_)) => return,
                 Err(e) => panic!("{e}"),
             }
         }
     })
     .await;
-    assert_eq!(code, close_codes::SLOW_CONSUMER);
     assert!(last < total);
     // Resume from the cursor: the rest arrives, once each, in order.
     let (mut ws, _) = bob.connect(BTreeMap::from([(conv.id, last)])).await.unwrap();
@@ -270,4 +281,37 @@ async fn reconnecting_while_messages_flow_loses_and_repeats_nothing() {
     within(sending).await.unwrap();
     assert!(drops > 10);
     assert_eq!(seen, (1..=TOTAL).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_conversation_joined_while_connected_survives_a_reconnect() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let mut live = Live::start(bob.clone(), BTreeMap::new()).await.unwrap();
+    let conv = alice.direct(bob.me().unwrap().id).await.unwrap();
+    within(async {
+        loop {
+            if let Some(LiveEvent::Frame(ServerFrame::Conversation { conversation })) = live.next().await {
+                if conversation.id == conv.id {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    // The socket drops before any message of the new conversation was seen.
+    live.drop_socket().await;
+    for i in 1..=3 {
+        alice.send(conv.id, &format!("k{i}"), &format!("m{i}")).await.unwrap();
+    }
+    let mut seqs = Vec::new();
+    while seqs.len() < 3 {
+        match within(live.next()).await {
+            Some(LiveEvent::Message(m)) => seqs.push(m.seq),
+            Some(LiveEvent::Closed(r)) => panic!("closed: {r}"),
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3]);
 }

@@ -44,3 +44,20 @@ async fn health_ready_metrics_and_openapi() {
     let missing = c.request_raw(Method::GET, "/v1/nope", None).await;
     assert_api_error(missing, 404, "not_found");
 }
+
+#[tokio::test]
+async fn the_web_app_is_served_with_a_content_security_policy() {
+    let srv = TestServer::start().await;
+    let http = reqwest::Client::new();
+    for path in ["/", "/conversations/some-id"] {
+        let resp = http.get(format!("{}{path}", srv.url)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let headers = resp.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(resp.text().await.unwrap().contains("<title>Chattr</title>"));
+    }
+    let missing = http.get(format!("{}/nope.js", srv.url)).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+}

@@ -329,3 +329,45 @@ fn tokio_tungstenite_request(url: &str) -> tokio_tungstenite::tungstenite::hands
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     url.into_client_request().unwrap()
 }
+
+#[tokio::test]
+async fn floods_of_invalid_frames_are_limited_too() {
+    let srv = TestServer::start_with(|s| {
+        s.gateway.frames_per_second = 1;
+        s.gateway.frame_burst = 5;
+    })
+    .await;
+    let alice = srv.user("alice").await;
+    let (mut ws, _) = alice.connect(BTreeMap::new()).await.unwrap();
+    until_synced(&mut ws).await;
+    for _ in 0..200 {
+        if ws.send_text("{".into()).await.is_err() {
+            break;
+        }
+    }
+    let mut limited = 0;
+    let code = within(async {
+        loop {
+            match ws.next().await {
+                Ok(ServerFrame::Error { code, .. }) if code == codes::RATE_LIMITED => limited += 1,
+                Ok(_) => {}
+                Err(chattr_client::ClientError::Closed { code, .. }) => return code,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert!(limited > 0);
+    assert_eq!(code, close_codes::FLOOD);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_silent_is_closed_after_three_heartbeats() {
+    let srv = TestServer::start_with(|s| s.gateway.heartbeat_secs = 1).await;
+    let alice = srv.user("alice").await;
+    let (mut ws, _) = alice.connect(BTreeMap::new()).await.unwrap();
+    until_synced(&mut ws).await;
+    // Not reading means not answering the server's pings either.
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+    assert_eq!(wait_closed(&mut ws).await, close_codes::IDLE);
+}

@@ -148,6 +148,33 @@ pub async fn rotate_refresh_reuse_revokes(store: DynStore) {
     assert!(drain(&store).await.is_empty());
 }
 
+/// A hash the session never had is `Invalid` and changes nothing: knowing a session id
+/// must not let anyone revoke it. Hashes rotated away several times ago still count.
+pub async fn rotate_refresh_wrong_hash_is_invalid(store: DynStore) {
+    let u = user(&store, "wrong").await;
+    let s = session_record(u, "h1", 0);
+    store.create_session(&s).await.expect("create_session");
+    drain(&store).await;
+    assert_eq!(
+        store.rotate_refresh(s.id, "forged", "n", at(2_000_000), at(10)).await.expect("forged"),
+        RotateOutcome::Invalid
+    );
+    let after = store.session(s.id).await.expect("session").expect("exists");
+    assert!(!after.revoked);
+    assert_eq!(after.refresh_hash, "h1");
+    assert!(drain(&store).await.is_empty());
+    // Rotate three times, then replay the first hash: still detected.
+    for (old, new) in [("h1", "h2"), ("h2", "h3"), ("h3", "h4")] {
+        let outcome = store.rotate_refresh(s.id, old, new, at(2_000_000), at(20)).await.expect("rotate");
+        assert!(matches!(outcome, RotateOutcome::Rotated(_)));
+    }
+    assert_eq!(
+        store.rotate_refresh(s.id, "h1", "n", at(2_000_000), at(30)).await.expect("replay"),
+        RotateOutcome::Reused
+    );
+    assert!(store.session(s.id).await.expect("session").expect("exists").revoked);
+}
+
 /// Unknown, revoked and expired sessions are `Invalid` and unchanged.
 pub async fn rotate_refresh_invalid(store: DynStore) {
     let u = user(&store, "ivan").await;

@@ -114,7 +114,14 @@ pub(super) async fn rotate_refresh(
     let Some(mut session) = load_session(&mut tx, id).await?.filter(|s| !s.revoked) else {
         return Ok(RotateOutcome::Invalid);
     };
+    let (rotated,): (String,) = sqlx::query_as("SELECT rotated_refresh_hashes FROM sessions WHERE id = ?")
+        .bind(db_id(id))
+        .fetch_one(&mut *tx)
+        .await?;
     if session.refresh_hash != presented_hash {
+        if !rotated.split(' ').any(|h| h == presented_hash) {
+            return Ok(RotateOutcome::Invalid);
+        }
         // A token that was already rotated away is being replayed: treat the session as
         // stolen and kill it.
         revoke(&mut tx, session.user_id, id).await?;
@@ -124,12 +131,18 @@ pub(super) async fn rotate_refresh(
     if session.refresh_expires_at <= now {
         return Ok(RotateOutcome::Invalid);
     }
+    let kept: Vec<&str> = std::iter::once(session.refresh_hash.as_str())
+        .chain(rotated.split(' ').filter(|h| !h.is_empty()))
+        .take(crate::ROTATED_KEEP)
+        .collect();
     sqlx::query(
-        "UPDATE sessions SET refresh_hash = ?, refresh_expires_at = ?, last_seen_at = ? WHERE id = ?",
+        "UPDATE sessions SET refresh_hash = ?, refresh_expires_at = ?, last_seen_at = ?, \
+         rotated_refresh_hashes = ? WHERE id = ?",
     )
     .bind(new_hash)
     .bind(ms(new_expires_at))
     .bind(ms(now))
+    .bind(kept.join(" "))
     .bind(db_id(id))
     .execute(&mut *tx)
     .await?;
