@@ -413,3 +413,21 @@ pub async fn conversations_for_user_order(store: DynStore) {
     assert_eq!(order(b).await[..2], [hi, lo]);
     assert!(store.conversations_for_user(Uuid::now_v7()).await.expect("list").is_empty());
 }
+
+/// A single summary agrees with the user's list, and is `None` for non-members.
+pub async fn conversation_summary_matches_list(store: DynStore) {
+    let [a, b, c] = [user(&store, "sa").await, user(&store, "sb").await, user(&store, "sc").await];
+    let first = group(&store, &[a, b], 100).await;
+    let second = group(&store, &[a, b], 200).await;
+    send(&store, first, b, "1", 300).await;
+    send(&store, first, b, "2", 310).await;
+    send(&store, second, a, "3", 320).await;
+    let list = store.conversations_for_user(a).await.expect("list");
+    for expected in &list {
+        let one = store.conversation_summary(expected.conversation.id, a).await.expect("summary");
+        assert_eq!(one.as_ref(), Some(expected));
+    }
+    assert_eq!(list.iter().find(|s| s.conversation.id == first).map(|s| s.unread), Some(2));
+    assert_eq!(store.conversation_summary(first, c).await.expect("non-member"), None);
+    assert_eq!(store.conversation_summary(Uuid::now_v7(), a).await.expect("unknown"), None);
+}

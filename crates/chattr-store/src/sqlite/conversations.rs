@@ -115,7 +115,26 @@ pub(super) async fn conversations_for_user(
     store: &SqliteStore,
     user_id: UserId,
 ) -> StoreResult<Vec<ConversationSummary>> {
+    summaries(store, user_id, None).await
+}
+
+/// One conversation's summary for a member, without loading all of the member's list.
+pub(super) async fn conversation_summary(
+    store: &SqliteStore,
+    id: ConversationId,
+    user_id: UserId,
+) -> StoreResult<Option<ConversationSummary>> {
+    Ok(summaries(store, user_id, Some(id)).await?.pop())
+}
+
+/// Summaries of the user's conversations, or of just `only` among them.
+async fn summaries(
+    store: &SqliteStore,
+    user_id: UserId,
+    only: Option<ConversationId>,
+) -> StoreResult<Vec<ConversationSummary>> {
     let user = db_id(user_id);
+    let only = only.map(db_id);
     // One snapshot for the three queries, so counts, members and last messages agree.
     let mut tx = store.begin_read().await?;
     // Most recent activity first; ties by id, also descending (v7 ids sort by creation).
@@ -124,16 +143,18 @@ pub(super) async fn conversations_for_user(
            (SELECT COUNT(*) FROM messages x WHERE x.conversation_id = c.id AND x.seq > me.read_seq \
               AND x.sender_id <> me.user_id AND x.deleted = 0) AS unread \
          FROM members me JOIN conversations c ON c.id = me.conversation_id \
-         WHERE me.user_id = ? \
+         WHERE me.user_id = ? AND (?2 IS NULL OR c.id = ?2) \
          ORDER BY c.last_activity_at DESC, c.id DESC"
     );
-    let rows: Vec<SummaryRow> = sqlx::query_as(&sql).bind(&user).fetch_all(&mut *tx).await?;
+    let rows: Vec<SummaryRow> = sqlx::query_as(&sql).bind(&user).bind(&only).fetch_all(&mut *tx).await?;
 
     let sql = format!(
         "SELECT conversation_id, user_id FROM members WHERE conversation_id IN \
-         (SELECT conversation_id FROM members WHERE user_id = ?) {MEMBER_ORDER}"
+         (SELECT conversation_id FROM members WHERE user_id = ? AND (?2 IS NULL OR conversation_id = ?2)) \
+         {MEMBER_ORDER}"
     );
-    let member_rows: Vec<(String, String)> = sqlx::query_as(&sql).bind(&user).fetch_all(&mut *tx).await?;
+    let member_rows: Vec<(String, String)> =
+        sqlx::query_as(&sql).bind(&user).bind(&only).fetch_all(&mut *tx).await?;
     let mut members: HashMap<String, Vec<UserId>> = HashMap::new();
     for (conversation, member) in member_rows {
         members.entry(conversation).or_default().push(uuid(&member)?);
@@ -143,9 +164,9 @@ pub(super) async fn conversations_for_user(
         "SELECT {MESSAGE_COLUMNS} FROM members me \
          JOIN conversations c ON c.id = me.conversation_id \
          JOIN messages m ON m.conversation_id = c.id AND m.seq = c.last_seq \
-         WHERE me.user_id = ?"
+         WHERE me.user_id = ? AND (?2 IS NULL OR c.id = ?2)"
     );
-    let last_rows: Vec<MessageRow> = sqlx::query_as(&sql).bind(&user).fetch_all(&mut *tx).await?;
+    let last_rows: Vec<MessageRow> = sqlx::query_as(&sql).bind(&user).bind(&only).fetch_all(&mut *tx).await?;
     tx.commit().await?;
     let mut last: HashMap<_, _> =
         into_messages(last_rows)?.into_iter().map(|m| (m.conversation_id, m)).collect();

@@ -208,6 +208,14 @@ impl Store for SqliteStore {
         conversations::conversations_for_user(self, user_id).await
     }
 
+    async fn conversation_summary(
+        &self,
+        id: ConversationId,
+        user_id: UserId,
+    ) -> StoreResult<Option<ConversationSummary>> {
+        conversations::conversation_summary(self, id, user_id).await
+    }
+
     async fn add_member(&self, id: ConversationId, user_id: UserId, now: Timestamp) -> StoreResult<bool> {
         conversations::add_member(self, id, user_id, now).await
     }
