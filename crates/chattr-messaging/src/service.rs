@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chattr_api::v1::{
-    codes, Conversation, ConversationKind, CreateConversation, Message, Presence, SendMessage, ServerFrame,
-    User,
+    codes, Conversation, ConversationKind, CreateConversation, Message, Presence, ReadPosition, SendMessage,
+    ServerFrame, User,
 };
 use chattr_cache::DynCache;
 use chattr_core::{
@@ -159,7 +159,11 @@ impl MessagingService for Messaging {
             .map_err(internal)?
             .ok_or(MessagingError::NotFound)?;
         let users = self.user_directory(&summary.conversation.members).await?;
-        Ok(conversation_view(summary, &users))
+        let mut view = conversation_view(summary, &users);
+        let positions = self.store.read_positions(id).await.map_err(internal)?;
+        view.read_positions =
+            positions.into_iter().map(|(user_id, seq)| ReadPosition { user_id, seq }).collect();
+        Ok(view)
     }
 
     async fn rename(

@@ -25,5 +25,6 @@ pub fn conversation_view(summary: ConversationSummary, users: &HashMap<UserId, U
         read_seq: summary.read_seq,
         unread: summary.unread,
         last_message: summary.last_message,
+        read_positions: Vec::new(),
     }
 }

@@ -98,6 +98,9 @@ pub trait Store: Send + Sync + 'static {
     async fn conversation(&self, id: ConversationId) -> StoreResult<Option<ConversationRecord>>;
     /// The member's read position, or `None` when `user_id` is not a member.
     async fn membership(&self, id: ConversationId, user_id: UserId) -> StoreResult<Option<Membership>>;
+    /// Every member's read position in a conversation (empty if it does not exist), in the
+    /// order members joined.
+    async fn read_positions(&self, id: ConversationId) -> StoreResult<Vec<(UserId, u64)>>;
     /// All conversations of a user with read state and last message, most recent activity first.
     async fn conversations_for_user(&self, user_id: UserId) -> StoreResult<Vec<ConversationSummary>>;
     /// One conversation of a user with read state, or `None` if not a member. The default

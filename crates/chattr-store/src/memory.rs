@@ -343,6 +343,15 @@ impl Store for MemoryStore {
             .map(|m| Membership { read_seq: m.read_seq }))
     }
 
+    async fn read_positions(&self, id: ConversationId) -> StoreResult<Vec<(UserId, u64)>> {
+        let state = self.state.lock();
+        Ok(state
+            .conversations
+            .get(&id)
+            .map(|c| c.members.iter().map(|m| (m.user_id, m.read_seq)).collect())
+            .unwrap_or_default())
+    }
+
     async fn conversations_for_user(&self, user_id: UserId) -> StoreResult<Vec<ConversationSummary>> {
         let state = self.state.lock();
         let mut rows: Vec<(Timestamp, ConversationSummary)> = state

@@ -65,6 +65,19 @@ pub struct Conversation {
     pub unread: u64,
     /// Newest message, for previews.
     pub last_message: Option<Message>,
+    /// Every member's read position ("read by" marks). Filled by
+    /// `GET /v1/conversations/{id}` only; absent in lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_positions: Vec<ReadPosition>,
+}
+
+/// How far one member has read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReadPosition {
+    /// The member.
+    pub user_id: Uuid,
+    /// Read up to and including this seq.
+    pub seq: u64,
 }
 
 /// `GET /v1/conversations` response, most recently active first.

@@ -137,7 +137,14 @@ async fn conversation_list_has_unread_counts_and_activity_order() {
     assert_eq!(bob_conv.last_message.as_ref().unwrap().body, "three");
     assert_eq!(alice.mark_read(with_bob.id, 100).await.unwrap(), 4);
     assert_eq!(alice.mark_read(with_bob.id, 2).await.unwrap(), 4, "never moves backwards");
+    let detail = bob.conversation(with_bob.id).await.unwrap();
+    let positions: Vec<(uuid::Uuid, u64)> =
+        detail.read_positions.iter().map(|p| (p.user_id, p.seq)).collect();
+    assert!(
+        positions.contains(&(alice.me().unwrap().id, 4)) && positions.contains(&(bob.me().unwrap().id, 4))
+    );
     let list = alice.conversations().await.unwrap();
+    assert!(list[1].read_positions.is_empty(), "lists stay lean");
     assert_eq!(list[1].unread, 0);
     assert_eq!(list[0].unread, 1);
 }

@@ -414,6 +414,18 @@ pub async fn conversations_for_user_order(store: DynStore) {
     assert!(store.conversations_for_user(Uuid::now_v7()).await.expect("list").is_empty());
 }
 
+/// Read positions of every member, in join order; empty for unknown conversations.
+pub async fn read_positions_of_members(store: DynStore) {
+    let [a, b] = [user(&store, "ra").await, user(&store, "rb").await];
+    let conv = group(&store, &[a, b], 100).await;
+    assert_eq!(store.read_positions(conv).await.expect("positions"), vec![(a, 0), (b, 0)]);
+    send(&store, conv, a, "1", 200).await;
+    send(&store, conv, a, "2", 210).await;
+    store.mark_read(conv, b, 1).await.expect("read");
+    assert_eq!(store.read_positions(conv).await.expect("positions"), vec![(a, 2), (b, 1)]);
+    assert!(store.read_positions(Uuid::now_v7()).await.expect("unknown").is_empty());
+}
+
 /// A single summary agrees with the user's list, and is `None` for non-members.
 pub async fn conversation_summary_matches_list(store: DynStore) {
     let [a, b, c] = [user(&store, "sa").await, user(&store, "sb").await, user(&store, "sc").await];

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             insert_message_dedupes_client_msg_id, messages_paging, message_lookup,
             change_message_edit, change_message_delete, change_message_tombstone_is_final,
             mark_read_rules, unread_counts, conversations_for_user_order, conversation_summary_matches_list,
+            read_positions_of_members,
             outbox_pending_and_publish,
             outbox_records_every_mutation_in_order,
         );

@@ -102,6 +102,16 @@ pub(super) async fn membership(
     read_seq.map(|s| Ok(Membership { read_seq: seq(s)? })).transpose()
 }
 
+/// Every member's read position, in join order.
+pub(super) async fn read_positions(
+    store: &SqliteStore,
+    id: ConversationId,
+) -> StoreResult<Vec<(UserId, u64)>> {
+    let sql = format!("SELECT user_id, read_seq FROM members WHERE conversation_id = ? {MEMBER_ORDER}");
+    let rows: Vec<(String, i64)> = sqlx::query_as(&sql).bind(db_id(id)).fetch_all(&store.read).await?;
+    rows.into_iter().map(|(user, read)| Ok((uuid(&user)?, seq(read)?))).collect()
+}
+
 /// A row of the conversation list query.
 #[derive(sqlx::FromRow)]
 struct SummaryRow {

@@ -208,6 +208,10 @@ impl Store for SqliteStore {
         conversations::conversations_for_user(self, user_id).await
     }
 
+    async fn read_positions(&self, id: ConversationId) -> StoreResult<Vec<(UserId, u64)>> {
+        conversations::read_positions(self, id).await
+    }
+
     async fn conversation_summary(
         &self,
         id: ConversationId,
