@@ -2,13 +2,15 @@
 //! served with a strict Content-Security-Policy. Unknown non-API paths get `index.html` so
 //! the app can route on the client.
 
+use crate::ApiError;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use include_dir::{include_dir, Dir};
 
-use crate::ApiError;
+include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
 
-static WEB: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../web");
+fn file(path: &str) -> Option<&'static [u8]> {
+    WEB_FILES.iter().find(|(p, _)| *p == path).map(|(_, bytes)| *bytes)
+}
 
 /// Scripts, styles and connections only from this origin; no framing, no plugins.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -20,18 +22,18 @@ pub async fn serve(uri: Uri) -> Response {
     if path.starts_with("v1/") || path == "v1" {
         return ApiError::not_found().into_response();
     }
-    let (file, path) = match WEB.get_file(path).filter(|_| !path.is_empty()) {
+    let (contents, path) = match file(path).filter(|_| !path.is_empty()) {
         Some(f) => (f, path),
         // Paths with a file extension that do not exist are real 404s, not app routes.
         None if path.rsplit('/').next().is_some_and(|last| last.contains('.')) => {
             return ApiError::not_found().into_response()
         }
-        None => match WEB.get_file("index.html") {
+        None => match file("index.html") {
             Some(f) => (f, "index.html"),
             None => return ApiError::not_found().into_response(),
         },
     };
-    let mut response = (StatusCode::OK, file.contents()).into_response();
+    let mut response = (StatusCode::OK, contents).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
