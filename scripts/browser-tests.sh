@@ -9,7 +9,9 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
-fc-list 2>/dev/null | grep -qi dejavu || need_apt+=(fonts-dejavu-core)
+# Fonts: Liberation renders the UI the same on every machine, Noto shows emoji.
+fc-list 2>/dev/null | grep -qi "Liberation Sans" || need_apt+=(fonts-liberation)
+fc-list 2>/dev/null | grep -qi "Noto Color Emoji" || need_apt+=(fonts-noto-color-emoji)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq

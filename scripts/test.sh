@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Chattr's whole test suite on a fresh Debian machine with Rust.
-# It installs whatever the tests need (nothing beyond Rust's toolchain yet: the embedded
-# shape uses SQLite, an in-process bus and an in-memory cache, all built from crates), then
-# runs every unit, conformance and end-to-end test of the workspace.
+# It installs whatever the tests need (a C compiler for the bundled SQLite; Chromium, Node
+# and fonts for the browser tests), then runs every unit, conformance and end-to-end test
+# of the workspace, then the web app's tests in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +21,4 @@ if ! command -v cc >/dev/null; then
 fi
 
 cargo test --workspace --all-targets --locked "$@"
+./scripts/browser-tests.sh
