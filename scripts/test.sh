@@ -15,9 +15,17 @@ if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1
 fi
-if ! command -v cc >/dev/null; then
-  # The bundled SQLite is compiled from C.
-  apt-get update -qq && apt-get install -y -qq build-essential
+# What the tests start for real: Redis and PostgreSQL (Debian packages; the tests run
+# private instances on free ports, so the system services stay off), and a C compiler for
+# the bundled SQLite.
+need_apt=()
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 cargo test --workspace --all-targets --locked "$@"

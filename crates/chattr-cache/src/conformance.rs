@@ -1,7 +1,8 @@
 //! The behaviour every [`Cache`](crate::Cache) impl must show, as one reusable suite.
 //!
-//! Each check is a `pub async fn` taking a fresh [`DynCache`]; [`cache_conformance_tests!`]
-//! turns them all into `#[tokio::test]`s for one impl (the calling crate needs `tokio`).
+//! Each check is a `pub async fn` taking a fresh [`DynCache`];
+//! [`cache_conformance_tests!`](crate::cache_conformance_tests) turns them all into
+//! `#[tokio::test]`s for one impl (the calling crate needs `tokio`).
 //! Keys, users and channels get a unique suffix because a real server is shared between
 //! tests and runs. Every wait is bounded by [`WAIT`]; the few real sleeps are needed to
 //! observe rate refills and TTL expiry, and keep wide margins.

@@ -1,11 +1,12 @@
 //! The shared, non-durable state of Chattr: presence with TTLs, rate limits, and pub/sub
 //! for fan-out and ephemeral events.
 //!
-//! [`memory::MemoryCache`] is the reference and embedded impl; Redis arrives later behind
-//! the same trait. Every impl must pass the suite in [`conformance`].
+//! [`memory::MemoryCache`] is the reference and embedded impl; [`redis::RedisCache`]
+//! shares the state between processes. Every impl must pass the suite in [`conformance`].
 
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,10 +105,13 @@ pub trait Cache: Send + Sync + 'static {
     async fn ping(&self) -> CacheResult<()>;
 }
 
-/// Opens the cache named by a URL: `memory://`.
-pub fn open(url: &str) -> CacheResult<DynCache> {
+/// Opens the cache named by a URL: `memory://`, or `redis://` / `rediss://` (see
+/// [`redis::connect`]; async because it connects before returning).
+pub async fn open(url: &str) -> CacheResult<DynCache> {
     if url.starts_with("memory://") {
         Ok(Arc::new(memory::MemoryCache::default()))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        Ok(Arc::new(self::redis::connect(url).await?))
     } else {
         Err(CacheError::Backend(format!("unsupported cache url: {url}")))
     }

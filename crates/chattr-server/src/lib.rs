@@ -43,7 +43,7 @@ impl Server {
         let metrics = telemetry::metrics_handle();
         let store = chattr_store::open(&settings.store_url()).await.context("opening store")?;
         let bus = chattr_bus::open(&settings.bus).context("opening bus")?;
-        let cache = chattr_cache::open(&settings.cache).context("opening cache")?;
+        let cache = chattr_cache::open(&settings.cache).await.context("opening cache")?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let outbox = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();

@@ -23,6 +23,12 @@ enum Command {
     Chat(chattr_server::cli::ChatArgs),
     /// Print the OpenAPI document.
     Openapi,
+    /// Create or upgrade the store's schema, then exit (servers also do it on start).
+    Migrate {
+        /// Store URL (default sqlite://./data/chattr.db).
+        #[arg(long, env = "CHATTR_STORE", default_value = "sqlite://./data/chattr.db")]
+        store: String,
+    },
 }
 
 #[derive(Args, Default)]
@@ -63,6 +69,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}", chattr_gateway::openapi_json());
             Ok(())
         }
+        Some(Command::Migrate { store }) => runtime.block_on(async {
+            if let Some(path) = store.strip_prefix("sqlite://") {
+                if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+            }
+            chattr_store::open(&store).await.context("migrating the store")?;
+            println!("store schema is up to date");
+            Ok(())
+        }),
     }
 }
 

@@ -1,12 +1,14 @@
 //! The durable store of Chattr: users, sessions, conversations, messages and the outbox.
 //!
 //! [`Store`] is the one seam every backend implements; [`memory::MemoryStore`] is the
-//! reference, [`sqlite::SqliteStore`] the embedded default. Every impl must pass the single
-//! conformance suite in [`conformance`]. Mutations that other services must hear about
-//! write their [`Event`] to the outbox in the same transaction as the change.
+//! reference, [`sqlite::SqliteStore`] the embedded default, [`postgres::PostgresStore`] the
+//! server-database backend. Every impl must pass the single conformance suite in
+//! [`conformance`]. Mutations that other services must hear about write their [`Event`] to
+//! the outbox in the same transaction as the change.
 
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -167,12 +169,15 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Opens the store named by a URL: `memory://` or `sqlite://PATH` (created if missing).
+/// Opens the store named by a URL: `memory://`, `sqlite://PATH` (created if missing), or
+/// `postgres://…` / `postgresql://…` (the database must exist). Durable stores are migrated.
 pub async fn open(url: &str) -> StoreResult<DynStore> {
     if url.starts_with("memory://") {
         Ok(Arc::new(memory::MemoryStore::default()))
     } else if let Some(path) = url.strip_prefix("sqlite://") {
         Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::connect(url).await?))
     } else {
         Err(StoreError::Backend(format!("unsupported store url: {url}")))
     }

@@ -53,7 +53,8 @@ mod sqlite_in_memory {
     chattr_store::store_conformance_tests!(make());
 }
 
-/// The `open()` URL dispatch reaches both backends.
+/// The `open()` URL dispatch reaches the embedded backends; an unreachable PostgreSQL URL
+/// is an error (the PostgreSQL schemes against a real server are in tests/postgres.rs).
 #[tokio::test]
 async fn open_by_url() {
     let memory = chattr_store::open("memory://").await.expect("memory://");

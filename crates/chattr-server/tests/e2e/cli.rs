@@ -74,3 +74,26 @@ async fn chat_from_the_terminal() {
     let out = within(chattr(&srv, &profile, &["list"]).output()).await.unwrap();
     assert!(!out.status.success(), "signed out: commands need a login again");
 }
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sub/chattr.db");
+    let out = within(
+        Command::new(env!("CARGO_BIN_EXE_chattr"))
+            .args(["migrate", "--store", &format!("sqlite://{}", db.display())])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(db.exists());
+    // A server started on it afterwards works (the schema is complete).
+    let mut settings = chattr_server::Settings::for_test(dir.path());
+    settings.store = Some(format!("sqlite://{}", db.display()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = chattr_server::Server::start(settings, listener).await.unwrap();
+    let client = chattr_client::Client::new(&format!("http://{}", server.addr())).unwrap();
+    client.signup(&name("migrated"), PASSWORD).await.unwrap();
+    server.shutdown().await;
+}
