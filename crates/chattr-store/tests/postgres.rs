@@ -3,8 +3,6 @@
 //! several pools (as several server processes would have) racing on one database, and the
 //! outbox's per-key ordering under concurrency.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +11,7 @@ use chattr_core::events::Event;
 use chattr_store::conformance::{at, drain, group, new_message, send, session_record, user};
 use chattr_store::postgres::{self, PostgresStore};
 use chattr_store::{DynStore, MessageChange};
-use support::fresh_database_url;
+use chattr_testkit::postgres::fresh_database_url;
 
 async fn connect(url: &str) -> PostgresStore {
     postgres::connect(url).await.expect("connect to postgres")

@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod backends;
 mod cli;
 mod conversations;
 mod delivery;

@@ -1,4 +1,4 @@
-//! A real, throwaway PostgreSQL server for the tests of one test binary.
+//! A real, throwaway PostgreSQL server for the tests of one test binary (one per process).
 //!
 //! The first test to ask for a database starts the server: a fresh data directory
 //! (`initdb`), then `postgres` on a free localhost port, waited for until it accepts

@@ -1,0 +1,8 @@
+//! Test support for Chattr: real backing services, started privately on free ports by the
+//! tests themselves (never mocked, never skipped).
+//!
+//! - [`postgres::fresh_database_url`]: a new database on this process's PostgreSQL.
+//! - [`redis::shared`] / [`redis::RedisServer`]: a private `redis-server`.
+
+pub mod postgres;
+pub mod redis;
