@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chattr_api::v1::ServerFrame;
 use chattr_bus::{BusConsumer, BusRecord, DynBus, StartFrom};
 use chattr_cache::DynCache;
-use chattr_core::events::{Event, TOPIC_CONVERSATIONS, TOPIC_USERS};
+use chattr_core::events::{Event, EVENT_SCHEMA_VERSION, TOPIC_CONVERSATIONS, TOPIC_USERS};
 use chattr_core::{ConversationId, UserId};
 use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
 use chattr_store::DynStore;
@@ -88,6 +88,12 @@ async fn subscribe(bus: &DynBus, topic: &str) -> Option<Box<dyn BusConsumer>> {
 
 impl Fanout {
     async fn handle(&mut self, record: &BusRecord) -> Result<(), String> {
+        let expected = EVENT_SCHEMA_VERSION.to_string();
+        if let Some(version) = record.header("schema_version").filter(|v| *v != expected) {
+            // A newer producer: skipping is safer than misreading (docs/events.md).
+            warn!(version, offset = record.offset, "event of unknown schema version skipped");
+            return Ok(());
+        }
         let event: Event = match serde_json::from_slice(&record.payload) {
             Ok(e) => e,
             Err(e) => {
@@ -194,5 +200,72 @@ impl Fanout {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chattr_api::v1::{ConversationKind, Message};
+    use chattr_cache::Cache;
+    use chattr_store::{NewConversation, Store, UserRecord};
+
+    use super::*;
+
+    fn record(version: &str, event: &Event) -> BusRecord {
+        let (topic, key) = event.route();
+        BusRecord {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: 0,
+            key,
+            headers: vec![("schema_version".to_owned(), version.to_owned())],
+            payload: bytes::Bytes::from(event.to_json()),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_known_versions_and_skips_unknown_ones() {
+        let store = Arc::new(chattr_store::memory::MemoryStore::default());
+        let cache = Arc::new(chattr_cache::memory::MemoryCache::default());
+        let user = chattr_core::new_id();
+        let now = chattr_core::now();
+        let rec = UserRecord { id: user, username: "fan".into(), password_hash: "x".into(), created_at: now };
+        store.create_user(&rec).await.unwrap();
+        let id = chattr_core::new_id();
+        let new = NewConversation {
+            id,
+            kind: ConversationKind::Group,
+            title: Some("g".into()),
+            owner_id: Some(user),
+            members: vec![user],
+            created_at: now,
+        };
+        store.create_conversation(&new).await.unwrap();
+        let mut pubsub = cache.pubsub(16).await.unwrap();
+        pubsub.control.subscribe(&[user_channel(user)]).await.unwrap();
+        let mut fanout = Fanout { store, cache, members: HashMap::new() };
+        let message = Message {
+            id: chattr_core::new_id(),
+            conversation_id: id,
+            seq: 1,
+            sender_id: user,
+            body: "hi".into(),
+            client_msg_id: "c".into(),
+            created_at: now,
+            edited_at: None,
+            deleted: false,
+        };
+        let event = Event::MessageCreated { message };
+        fanout.handle(&record("2", &event)).await.unwrap();
+        let nothing = tokio::time::timeout(Duration::from_millis(100), pubsub.messages.recv()).await;
+        assert!(nothing.is_err(), "an unknown schema version is not delivered");
+        fanout.handle(&record("1", &event)).await.unwrap();
+        let (_, payload) =
+            tokio::time::timeout(Duration::from_secs(5), pubsub.messages.recv()).await.unwrap().unwrap();
+        let delivery = Delivery::decode(payload).unwrap();
+        assert_eq!(delivery.kind, DeliveryKind::Message { conversation_id: id, seq: 1 });
     }
 }
