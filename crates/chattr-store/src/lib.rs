@@ -6,6 +6,7 @@
 //! [`conformance`]. Mutations that other services must hear about write their [`Event`] to
 //! the outbox in the same transaction as the change.
 
+mod codec;
 pub mod conformance;
 pub mod memory;
 pub mod postgres;

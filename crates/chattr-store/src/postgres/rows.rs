@@ -2,8 +2,8 @@
 //! several areas share. Nothing read from the database is trusted: a value that does not
 //! decode becomes a `Backend` error instead of a panic.
 
-use chattr_api::v1::{ConversationKind, Message};
-use chattr_core::{ConversationId, MessageId, SessionId, Timestamp};
+use chattr_api::v1::Message;
+use chattr_core::{ConversationId, MessageId, SessionId};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::types::Oid;
@@ -11,7 +11,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueFormat
 use sqlx::{PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::{ConversationRecord, SessionRecord, StoreError, StoreResult, UserRecord};
+use crate::{ConversationRecord, SessionRecord, StoreResult, UserRecord};
 
 /// A uuid as a native PostgreSQL `uuid` value (16 bytes on the wire).
 ///
@@ -69,51 +69,12 @@ pub(super) fn uuids(ids: Vec<PgId>) -> Vec<Uuid> {
     ids.into_iter().map(|i| i.0).collect()
 }
 
-/// The error for a stored value that does not decode.
-pub(super) fn bad_data(what: &str, value: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("corrupt {what} in database: {value}"))
-}
-
-/// A timestamp as stored: unix milliseconds.
-pub(super) fn ms(t: Timestamp) -> i64 {
-    t.timestamp_millis()
-}
-
-/// Decodes stored unix milliseconds.
-pub(super) fn timestamp(ms: i64) -> StoreResult<Timestamp> {
-    chrono::DateTime::from_timestamp_millis(ms).ok_or_else(|| bad_data("timestamp", ms))
-}
-
-/// Decodes a stored seq (BIGINT is signed).
-pub(super) fn seq(v: i64) -> StoreResult<u64> {
-    u64::try_from(v).map_err(|_| bad_data("seq", v))
-}
-
-/// A seq as a query parameter; beyond `i64::MAX` no stored seq can exist, so clamping
-/// keeps comparisons correct.
-pub(super) fn seq_param(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
+use crate::codec::kind;
+pub(super) use crate::codec::{kind_str, ms, seq, seq_param, timestamp};
 
 /// A row limit as a query parameter (`LIMIT` takes a BIGINT).
 pub(super) fn limit_param(v: u32) -> i64 {
     i64::from(v)
-}
-
-/// A kind as stored.
-pub(super) fn kind_str(kind: ConversationKind) -> &'static str {
-    match kind {
-        ConversationKind::Direct => "direct",
-        ConversationKind::Group => "group",
-    }
-}
-
-fn kind(s: &str) -> StoreResult<ConversationKind> {
-    match s {
-        "direct" => Ok(ConversationKind::Direct),
-        "group" => Ok(ConversationKind::Group),
-        other => Err(bad_data("conversation kind", other)),
-    }
 }
 
 /// Columns of [`UserRow`].

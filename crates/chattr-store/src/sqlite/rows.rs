@@ -2,27 +2,15 @@
 //! several areas share. Nothing read from the database is trusted: a value that does not
 //! parse becomes a `Backend` error instead of a panic.
 
-use chattr_api::v1::{ConversationKind, Message};
-use chattr_core::{ConversationId, MessageId, SessionId, Timestamp, UserId};
+use chattr_api::v1::Message;
+use chattr_core::{ConversationId, MessageId, SessionId, UserId};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use crate::{ConversationRecord, SessionRecord, StoreError, StoreResult, UserRecord};
+use crate::{ConversationRecord, SessionRecord, StoreResult, UserRecord};
 
-/// The error for a stored value that does not decode.
-pub(super) fn bad_data(what: &str, value: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("corrupt {what} in database: {value}"))
-}
-
-/// A timestamp as stored: unix milliseconds.
-pub(super) fn ms(t: Timestamp) -> i64 {
-    t.timestamp_millis()
-}
-
-/// Decodes stored unix milliseconds.
-pub(super) fn timestamp(ms: i64) -> StoreResult<Timestamp> {
-    chrono::DateTime::from_timestamp_millis(ms).ok_or_else(|| bad_data("timestamp", ms))
-}
+use crate::codec::kind;
+pub(super) use crate::codec::{bad_data, kind_str, ms, seq, seq_param, timestamp};
 
 /// A uuid as stored: hyphenated lowercase text (so it sorts like the uuid's bytes).
 pub(super) fn db_id(u: Uuid) -> String {
@@ -32,33 +20,6 @@ pub(super) fn db_id(u: Uuid) -> String {
 /// Decodes a stored uuid.
 pub(super) fn uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| bad_data("uuid", s))
-}
-
-/// Decodes a stored seq (SQLite integers are signed).
-pub(super) fn seq(v: i64) -> StoreResult<u64> {
-    u64::try_from(v).map_err(|_| bad_data("seq", v))
-}
-
-/// A seq as a query parameter; beyond `i64::MAX` no stored seq can exist, so clamping
-/// keeps comparisons correct.
-pub(super) fn seq_param(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// A kind as stored.
-pub(super) fn kind_str(kind: ConversationKind) -> &'static str {
-    match kind {
-        ConversationKind::Direct => "direct",
-        ConversationKind::Group => "group",
-    }
-}
-
-fn kind(s: &str) -> StoreResult<ConversationKind> {
-    match s {
-        "direct" => Ok(ConversationKind::Direct),
-        "group" => Ok(ConversationKind::Group),
-        other => Err(bad_data("conversation kind", other)),
-    }
 }
 
 /// Columns of [`UserRow`].
