@@ -71,10 +71,10 @@ impl Messaging {
             return Err(MessagingError::NotFound);
         }
         if conv.kind != ConversationKind::Group {
-            return Err(MessagingError::Forbidden("direct conversations have fixed members"));
+            return Err(MessagingError::forbidden("direct conversations have fixed members"));
         }
         if conv.owner_id != Some(user) {
-            return Err(MessagingError::Forbidden("only the group owner can do this"));
+            return Err(MessagingError::forbidden("only the group owner can do this"));
         }
         Ok(conv)
     }
@@ -209,14 +209,14 @@ impl MessagingService for Messaging {
             return Err(MessagingError::NotFound);
         }
         if conv.kind != ConversationKind::Group {
-            return Err(MessagingError::Forbidden("direct conversations have fixed members"));
+            return Err(MessagingError::forbidden("direct conversations have fixed members"));
         }
         let is_owner = conv.owner_id == Some(user);
         if member == user && is_owner {
-            return Err(MessagingError::Forbidden("the owner cannot leave the group"));
+            return Err(MessagingError::forbidden("the owner cannot leave the group"));
         }
         if member != user && !is_owner {
-            return Err(MessagingError::Forbidden("only the group owner can remove members"));
+            return Err(MessagingError::forbidden("only the group owner can remove members"));
         }
         if !conv.members.contains(&member) {
             return Err(MessagingError::NotFound);
@@ -285,10 +285,10 @@ impl MessagingService for Messaging {
         let existing =
             self.store.message(id, message_id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
         if existing.sender_id != user {
-            return Err(MessagingError::Forbidden("only the sender can edit a message"));
+            return Err(MessagingError::forbidden("only the sender can edit a message"));
         }
         if existing.deleted {
-            return Err(MessagingError::Forbidden("a deleted message cannot be edited"));
+            return Err(MessagingError::forbidden("a deleted message cannot be edited"));
         }
         let change = MessageChange::Edit { body: body.into_string(), at: now() };
         let updated = self
@@ -314,7 +314,7 @@ impl MessagingService for Messaging {
             let conv =
                 self.store.conversation(id).await.map_err(internal)?.ok_or(MessagingError::NotFound)?;
             if conv.owner_id != Some(user) {
-                return Err(MessagingError::Forbidden(
+                return Err(MessagingError::forbidden(
                     "only the sender or the group owner can delete a message",
                 ));
             }

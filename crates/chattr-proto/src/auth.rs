@@ -40,6 +40,9 @@ pub enum AuthError {
     /// A backend failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A service or backend cannot be reached right now; the call may be retried.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ErrorInfo for AuthError {
@@ -53,6 +56,7 @@ impl ErrorInfo for AuthError {
             AuthError::NotFound => codes::NOT_FOUND,
             AuthError::RateLimited { .. } => codes::RATE_LIMITED,
             AuthError::Internal(_) => codes::INTERNAL,
+            AuthError::Unavailable(_) => codes::UNAVAILABLE,
         }
     }
 
@@ -64,6 +68,7 @@ impl ErrorInfo for AuthError {
             AuthError::NotFound => 404,
             AuthError::RateLimited { .. } => 429,
             AuthError::Internal(_) => 500,
+            AuthError::Unavailable(_) => 503,
         }
     }
 
@@ -77,6 +82,7 @@ impl ErrorInfo for AuthError {
     fn public_message(&self) -> String {
         match self {
             AuthError::Internal(_) => "internal error".to_owned(),
+            AuthError::Unavailable(_) => "service unavailable, retry shortly".to_owned(),
             other => other.to_string(),
         }
     }

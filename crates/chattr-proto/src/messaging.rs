@@ -1,5 +1,6 @@
 //! The messaging service seam: conversations, membership, messages, reads, typing, presence.
 
+use std::borrow::Cow;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -20,10 +21,20 @@ pub enum MessagingError {
     NotFound,
     /// The caller can see the resource but may not do this to it.
     #[error("{0}")]
-    Forbidden(&'static str),
+    Forbidden(Cow<'static, str>),
     /// A backend failed.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A service or backend cannot be reached right now; the call may be retried.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl MessagingError {
+    /// A `Forbidden` error with this reason.
+    pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
+        MessagingError::Forbidden(reason.into())
+    }
 }
 
 impl ErrorInfo for MessagingError {
@@ -33,6 +44,7 @@ impl ErrorInfo for MessagingError {
             MessagingError::NotFound => codes::NOT_FOUND,
             MessagingError::Forbidden(_) => codes::FORBIDDEN,
             MessagingError::Internal(_) => codes::INTERNAL,
+            MessagingError::Unavailable(_) => codes::UNAVAILABLE,
         }
     }
 
@@ -42,12 +54,14 @@ impl ErrorInfo for MessagingError {
             MessagingError::NotFound => 404,
             MessagingError::Forbidden(_) => 403,
             MessagingError::Internal(_) => 500,
+            MessagingError::Unavailable(_) => 503,
         }
     }
 
     fn public_message(&self) -> String {
         match self {
             MessagingError::Internal(_) => "internal error".to_owned(),
+            MessagingError::Unavailable(_) => "service unavailable, retry shortly".to_owned(),
             other => other.to_string(),
         }
     }

@@ -48,4 +48,29 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// A backend is unavailable; the request may be retried.
     pub const UNAVAILABLE: &str = "unavailable";
+
+    /// Every code above, so a code that crossed a process boundary as text can be turned
+    /// back into the `'static` constant (`None` for a code this version does not know).
+    pub fn known(code: &str) -> Option<&'static str> {
+        const ALL: [&str; 17] = [
+            BAD_REQUEST,
+            INVALID_USERNAME,
+            INVALID_PASSWORD,
+            INVALID_BODY,
+            INVALID_ARGUMENT,
+            USERNAME_TAKEN,
+            INVALID_CREDENTIALS,
+            UNAUTHORIZED,
+            INVALID_REFRESH_TOKEN,
+            FORBIDDEN,
+            NOT_FOUND,
+            RATE_LIMITED,
+            TOO_LARGE,
+            UNKNOWN_TYPE,
+            NOT_AUTHENTICATED,
+            INTERNAL,
+            UNAVAILABLE,
+        ];
+        ALL.into_iter().find(|c| *c == code)
+    }
 }

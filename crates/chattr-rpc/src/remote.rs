@@ -1,0 +1,682 @@
+//! Remote clients: [`RemoteAuth`] and [`RemoteMessaging`] implement the service traits
+//! over gRPC, so `AuthClient::from_arc(Arc::new(RemoteAuth::new(..)))` is a drop-in for the
+//! in-process service.
+//!
+//! [`Balancer`] spreads calls round-robin over every configured instance of a service.
+//! An instance that refuses connections is skipped for a short back-off; a call that never
+//! reached an instance is tried on the next one, and so is an idempotent call whose
+//! instance died under it. Every call carries a deadline (sent as `grpc-timeout`, enforced
+//! on both ends).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chattr_api::v1 as api;
+use chattr_core::{ConversationId, MessageId, SessionId, UserId};
+use chattr_proto::auth::{AuthError, AuthService, ClientInfo};
+use chattr_proto::messaging::{HistoryQuery, MessagingError, MessagingService};
+use chattr_proto::Principal;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::convert as cv;
+use crate::pb;
+use crate::pb::auth_client::AuthClient as AuthStub;
+use crate::pb::messaging_client::MessagingClient as MessagingStub;
+use crate::status::{auth_error, messaging_error};
+
+/// How long an instance that refused a connection is skipped.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// Whether a call may run twice (on two instances) without a second effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads, and writes made idempotent by a key (`client_msg_id`) or by their nature.
+    Idempotent,
+    /// Writes that must not repeat (signup, token refresh): retried only when the request
+    /// provably never left this process.
+    Once,
+}
+
+/// Settings of a remote service client.
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    /// Deadline of every call.
+    pub deadline: Duration,
+    /// Bound on establishing a connection to one instance.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        Self { deadline: Duration::from_secs(5), connect_timeout: Duration::from_secs(1) }
+    }
+}
+
+/// When an instance was last found down, as nanoseconds since the balancer's base instant
+/// (0 = up). Atomic, so the hot path takes no lock.
+#[derive(Debug, Default)]
+struct DownSince(AtomicU64);
+
+impl DownSince {
+    fn mark(&self, base: Instant) {
+        let nanos = base.elapsed().as_nanos().max(1) as u64;
+        self.0.store(nanos, Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    fn is_down(&self, base: Instant, backoff: Duration) -> bool {
+        let since = self.0.load(Ordering::Relaxed);
+        since != 0 && (base.elapsed().as_nanos() as u64).saturating_sub(since) < backoff.as_nanos() as u64
+    }
+}
+
+struct Instance {
+    uri: String,
+    channel: Channel,
+    down: DownSince,
+}
+
+/// Round-robin over the instances of one service, with failover.
+pub struct Balancer {
+    service: &'static str,
+    instances: Vec<Instance>,
+    next: AtomicUsize,
+    base: Instant,
+    deadline: Duration,
+}
+
+impl Balancer {
+    /// A balancer over `addrs` (`host:port` or `http://host:port`). Connections are made
+    /// lazily, so instances may start after their clients.
+    pub fn new(service: &'static str, addrs: &[String], settings: &RemoteSettings) -> Result<Self, String> {
+        if addrs.is_empty() {
+            return Err(format!("no address given for the {service} service"));
+        }
+        let mut instances = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let uri = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+            let endpoint = Endpoint::from_shared(uri.clone())
+                .map_err(|e| format!("{service} address {addr:?}: {e}"))?
+                .connect_timeout(settings.connect_timeout)
+                .timeout(settings.deadline)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true);
+            instances.push(Instance { uri, channel: endpoint.connect_lazy(), down: DownSince::default() });
+        }
+        Ok(Self {
+            service,
+            instances,
+            next: AtomicUsize::new(0),
+            base: Instant::now(),
+            deadline: settings.deadline,
+        })
+    }
+
+    /// Runs `call` on an instance, failing over as the module docs say.
+    pub async fn call<T, F, Fut>(&self, method: &'static str, retry: Retry, call: F) -> Result<T, Status>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let n = self.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Healthy instances first, in round-robin order; then those in back-off, as a last
+        // resort (they may have come back).
+        let order = (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|&i| !self.instances[i].down.is_down(self.base, BACKOFF))
+            .chain(
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .filter(|&i| self.instances[i].down.is_down(self.base, BACKOFF)),
+            );
+        let mut last = None;
+        for i in order {
+            let instance = &self.instances[i];
+            match call(instance.channel.clone(), self.deadline).await {
+                Ok(response) => {
+                    instance.down.clear();
+                    return Ok(response.into_inner());
+                }
+                Err(status) => {
+                    let unreached = never_sent(&status);
+                    let died = status.code() == tonic::Code::Unavailable && !has_chattr_code(&status);
+                    if unreached || died {
+                        instance.down.mark(self.base);
+                        tracing::warn!(service = self.service, method, instance = %instance.uri, error = %status.message(), "instance unavailable");
+                    }
+                    if unreached || (died && retry == Retry::Idempotent) {
+                        last = Some(status);
+                        continue;
+                    }
+                    return Err(status);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable(format!("no {} instance reachable", self.service))))
+    }
+}
+
+/// A request with its deadline attached (propagated to the server as `grpc-timeout`).
+fn request<T>(message: T, deadline: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+fn has_chattr_code(status: &Status) -> bool {
+    status.metadata().contains_key(crate::status::CODE_KEY)
+}
+
+/// Whether the request never reached the server: the connection could not be made.
+fn never_sent(status: &Status) -> bool {
+    if status.code() != tonic::Code::Unavailable || has_chattr_code(status) {
+        return false;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::NotFound
+            ) {
+                return true;
+            }
+        }
+        if err.to_string().contains("tcp connect error") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// The auth service over gRPC.
+pub struct RemoteAuth(Balancer);
+
+impl RemoteAuth {
+    /// A client of the auth instances at `addrs`.
+    pub fn new(addrs: &[String], settings: &RemoteSettings) -> Result<Self, String> {
+        Balancer::new("auth", addrs, settings).map(Self)
+    }
+}
+
+fn decode<T, E>(result: Result<T, Status>, err: fn(&Status) -> E) -> Result<T, E> {
+    result.map_err(|s| err(&s))
+}
+
+fn auth_decode<T>(value: Result<T, Status>) -> Result<T, AuthError> {
+    value.map_err(|s| AuthError::Internal(format!("malformed reply: {}", s.message())))
+}
+
+#[async_trait]
+impl AuthService for RemoteAuth {
+    async fn signup(
+        &self,
+        creds: api::Credentials,
+        client: ClientInfo,
+    ) -> Result<api::AuthResponse, AuthError> {
+        let msg = pb::CredentialsRequest {
+            username: creds.username,
+            password: creds.password,
+            client: Some(cv::client_info(client)),
+        };
+        let out = self
+            .0
+            .call("signup", Retry::Once, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).signup(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(cv::auth_response_from(decode(out, auth_error)?))
+    }
+
+    async fn login(
+        &self,
+        creds: api::Credentials,
+        client: ClientInfo,
+    ) -> Result<api::AuthResponse, AuthError> {
+        let msg = pb::CredentialsRequest {
+            username: creds.username,
+            password: creds.password,
+            client: Some(cv::client_info(client)),
+        };
+        let out = self
+            .0
+            .call("login", Retry::Once, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).login(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(cv::auth_response_from(decode(out, auth_error)?))
+    }
+
+    async fn refresh(&self, refresh_token: &str, client: ClientInfo) -> Result<api::AuthResponse, AuthError> {
+        let msg = pb::RefreshRequest {
+            refresh_token: refresh_token.to_owned(),
+            client: Some(cv::client_info(client)),
+        };
+        let out = self
+            .0
+            .call("refresh", Retry::Once, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).refresh(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(cv::auth_response_from(decode(out, auth_error)?))
+    }
+
+    async fn logout(&self, who: Principal) -> Result<(), AuthError> {
+        let msg = cv::principal(who);
+        let out = self
+            .0
+            .call("logout", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).logout(request(msg, d)).await }
+            })
+            .await;
+        decode(out, auth_error).map(drop)
+    }
+
+    async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError> {
+        let msg = pb::AuthenticateRequest { access_token: access_token.to_owned() };
+        let out = self
+            .0
+            .call("authenticate", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).authenticate(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(cv::principal_from(&decode(out, auth_error)?))
+    }
+
+    async fn check_session(&self, who: Principal) -> Result<(), AuthError> {
+        let msg = cv::principal(who);
+        let out = self
+            .0
+            .call("check_session", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).check_session(request(msg, d)).await }
+            })
+            .await;
+        decode(out, auth_error).map(drop)
+    }
+
+    async fn touch(&self, who: Principal) -> Result<(), AuthError> {
+        let msg = cv::principal(who);
+        let out = self
+            .0
+            .call("touch", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).touch(request(msg, d)).await }
+            })
+            .await;
+        decode(out, auth_error).map(drop)
+    }
+
+    async fn user(&self, id: UserId) -> Result<api::User, AuthError> {
+        let msg = pb::GetUserRequest { user_id: id.to_string() };
+        let out = self
+            .0
+            .call("get_user", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).get_user(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(cv::user_from(decode(out, auth_error)?))
+    }
+
+    async fn sessions(&self, who: Principal) -> Result<Vec<api::SessionInfo>, AuthError> {
+        let msg = cv::principal(who);
+        let out = self
+            .0
+            .call("sessions", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).sessions(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(decode(out, auth_error)?.sessions.into_iter().map(cv::session_from).collect())
+    }
+
+    async fn revoke_session(&self, who: Principal, id: SessionId) -> Result<(), AuthError> {
+        let msg = pb::RevokeSessionRequest { who: Some(cv::principal(who)), session_id: id.to_string() };
+        let out = self
+            .0
+            .call("revoke_session", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).revoke_session(request(msg, d)).await }
+            })
+            .await;
+        decode(out, auth_error).map(drop)
+    }
+
+    async fn revoke_other_sessions(&self, who: Principal) -> Result<u32, AuthError> {
+        let msg = cv::principal(who);
+        let out = self
+            .0
+            .call("revoke_other_sessions", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).revoke_other_sessions(request(msg, d)).await }
+            })
+            .await;
+        decode(out, auth_error).map(|r| r.revoked)
+    }
+
+    async fn search_users(
+        &self,
+        who: Principal,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<api::User>, AuthError> {
+        let msg = pb::SearchUsersRequest { who: Some(cv::principal(who)), prefix: prefix.to_owned(), limit };
+        let out = self
+            .0
+            .call("search_users", Retry::Idempotent, |ch, d| {
+                let msg = msg.clone();
+                async move { AuthStub::new(ch).search_users(request(msg, d)).await }
+            })
+            .await;
+        auth_decode(decode(out, auth_error)?.users.into_iter().map(cv::user_from).collect())
+    }
+}
+
+/// The messaging service over gRPC.
+pub struct RemoteMessaging(Balancer);
+
+impl RemoteMessaging {
+    /// A client of the messaging instances at `addrs`.
+    pub fn new(addrs: &[String], settings: &RemoteSettings) -> Result<Self, String> {
+        Balancer::new("messaging", addrs, settings).map(Self)
+    }
+}
+
+fn msg_decode<T>(value: Result<T, Status>) -> Result<T, MessagingError> {
+    value.map_err(|s| MessagingError::Internal(format!("malformed reply: {}", s.message())))
+}
+
+/// Generates one remote messaging call: builds the request, calls with failover, decodes.
+macro_rules! messaging_call {
+    ($self:ident, $method:ident, $retry:expr, $msg:expr) => {{
+        let msg = $msg;
+        let out = $self
+            .0
+            .call(stringify!($method), $retry, |ch, d| {
+                let msg = msg.clone();
+                async move { MessagingStub::new(ch).$method(request(msg, d)).await }
+            })
+            .await;
+        decode(out, messaging_error)?
+    }};
+}
+
+#[async_trait]
+impl MessagingService for RemoteMessaging {
+    async fn create_conversation(
+        &self,
+        user: UserId,
+        req: api::CreateConversation,
+    ) -> Result<(api::Conversation, bool), MessagingError> {
+        // A direct conversation is unique per pair, so repeating its creation is harmless;
+        // a group created twice would be two groups.
+        let retry = match req.kind {
+            api::ConversationKind::Direct => Retry::Idempotent,
+            api::ConversationKind::Group => Retry::Once,
+        };
+        let out = messaging_call!(
+            self,
+            create_conversation,
+            retry,
+            pb::CreateConversationRequest {
+                user_id: user.to_string(),
+                kind: cv::kind(req.kind) as i32,
+                members: req.members.iter().map(ToString::to_string).collect(),
+                title: req.title,
+            }
+        );
+        let conversation =
+            msg_decode(cv::conversation_from(msg_decode(cv::required("conversation", out.conversation))?))?;
+        Ok((conversation, out.created))
+    }
+
+    async fn list_conversations(&self, user: UserId) -> Result<Vec<api::Conversation>, MessagingError> {
+        let out = messaging_call!(
+            self,
+            list_conversations,
+            Retry::Idempotent,
+            pb::UserRequest { user_id: user.to_string() }
+        );
+        msg_decode(out.conversations.into_iter().map(cv::conversation_from).collect())
+    }
+
+    async fn conversation(
+        &self,
+        user: UserId,
+        id: ConversationId,
+    ) -> Result<api::Conversation, MessagingError> {
+        let out = messaging_call!(
+            self,
+            get_conversation,
+            Retry::Idempotent,
+            pb::ConversationRequest { user_id: user.to_string(), conversation_id: id.to_string() }
+        );
+        msg_decode(cv::conversation_from(out))
+    }
+
+    async fn rename(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        title: &str,
+    ) -> Result<api::Conversation, MessagingError> {
+        let out = messaging_call!(
+            self,
+            rename,
+            Retry::Idempotent,
+            pb::RenameRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                title: title.to_owned(),
+            }
+        );
+        msg_decode(cv::conversation_from(out))
+    }
+
+    async fn add_member(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        member: UserId,
+    ) -> Result<api::Conversation, MessagingError> {
+        let out = messaging_call!(
+            self,
+            add_member,
+            Retry::Idempotent,
+            pb::MemberRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                member_id: member.to_string(),
+            }
+        );
+        msg_decode(cv::conversation_from(out))
+    }
+
+    async fn remove_member(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        member: UserId,
+    ) -> Result<(), MessagingError> {
+        messaging_call!(
+            self,
+            remove_member,
+            Retry::Once,
+            pb::MemberRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                member_id: member.to_string(),
+            }
+        );
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        msg: api::SendMessage,
+    ) -> Result<(api::Message, bool), MessagingError> {
+        // Idempotent by `client_msg_id`: a repeat returns the first message, not a second.
+        let out = messaging_call!(
+            self,
+            send,
+            Retry::Idempotent,
+            pb::SendRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                client_msg_id: msg.client_msg_id,
+                body: msg.body,
+            }
+        );
+        let message = msg_decode(cv::message_from(msg_decode(cv::required("message", out.message))?))?;
+        Ok((message, out.created))
+    }
+
+    async fn history(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        q: HistoryQuery,
+    ) -> Result<Vec<api::Message>, MessagingError> {
+        let out = messaging_call!(
+            self,
+            history,
+            Retry::Idempotent,
+            pb::HistoryRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                after_seq: q.after_seq,
+                before_seq: q.before_seq,
+                limit: q.limit,
+            }
+        );
+        msg_decode(cv::messages_from(out.messages))
+    }
+
+    async fn edit(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message_id: MessageId,
+        body: &str,
+    ) -> Result<api::Message, MessagingError> {
+        let out = messaging_call!(
+            self,
+            edit,
+            Retry::Idempotent,
+            pb::EditRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                message_id: message_id.to_string(),
+                body: body.to_owned(),
+            }
+        );
+        msg_decode(cv::message_from(out))
+    }
+
+    async fn delete(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        message_id: MessageId,
+    ) -> Result<api::Message, MessagingError> {
+        let out = messaging_call!(
+            self,
+            delete,
+            Retry::Idempotent,
+            pb::MessageRequest {
+                user_id: user.to_string(),
+                conversation_id: id.to_string(),
+                message_id: message_id.to_string(),
+            }
+        );
+        msg_decode(cv::message_from(out))
+    }
+
+    async fn mark_read(&self, user: UserId, id: ConversationId, seq: u64) -> Result<u64, MessagingError> {
+        let out = messaging_call!(
+            self,
+            mark_read,
+            Retry::Idempotent,
+            pb::MarkReadRequest { user_id: user.to_string(), conversation_id: id.to_string(), seq }
+        );
+        Ok(out.read_seq)
+    }
+
+    async fn typing(&self, user: UserId, id: ConversationId) -> Result<(), MessagingError> {
+        messaging_call!(
+            self,
+            typing,
+            Retry::Idempotent,
+            pb::ConversationRequest { user_id: user.to_string(), conversation_id: id.to_string() }
+        );
+        Ok(())
+    }
+
+    async fn latest_seqs(&self, user: UserId) -> Result<Vec<(ConversationId, u64)>, MessagingError> {
+        let out = messaging_call!(
+            self,
+            latest_seqs,
+            Retry::Idempotent,
+            pb::UserRequest { user_id: user.to_string() }
+        );
+        msg_decode(
+            out.seqs
+                .into_iter()
+                .map(|s| Ok((cv::id("conversation_id", &s.conversation_id)?, s.seq)))
+                .collect(),
+        )
+    }
+
+    async fn presence(&self, user: UserId, of: &[UserId]) -> Result<Vec<api::Presence>, MessagingError> {
+        let out = messaging_call!(
+            self,
+            get_presence,
+            Retry::Idempotent,
+            pb::PresenceRequest {
+                user_id: user.to_string(),
+                of: of.iter().map(ToString::to_string).collect(),
+            }
+        );
+        msg_decode(out.presence.into_iter().map(cv::presence_from).collect())
+    }
+
+    async fn presence_up(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
+        messaging_call!(
+            self,
+            presence_up,
+            Retry::Idempotent,
+            pb::PresenceChange { user_id: user.to_string(), connection: connection.to_owned() }
+        );
+        Ok(())
+    }
+
+    async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
+        messaging_call!(
+            self,
+            presence_down,
+            Retry::Idempotent,
+            pb::PresenceChange { user_id: user.to_string(), connection: connection.to_owned() }
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,302 @@
+//! gRPC servers over the service traits: each wraps the same client handle the gateway
+//! uses in one process, so a remote call runs exactly the code a local one does.
+
+use std::future::Future;
+
+use chattr_api::v1 as api;
+use chattr_proto::auth::AuthClient;
+use chattr_proto::messaging::{HistoryQuery, MessagingClient};
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self as cv, id};
+use crate::pb;
+use crate::status::to_status;
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// Serves the given services on `listener` until `shutdown` resolves; in-flight calls
+/// finish first.
+pub async fn serve(
+    listener: TcpListener,
+    auth: Option<AuthClient>,
+    messaging: Option<MessagingClient>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let router = tonic::transport::Server::builder()
+        .add_optional_service(auth.map(|a| pb::auth_server::AuthServer::new(AuthGrpc(a))))
+        .add_optional_service(
+            messaging.map(|m| pb::messaging_server::MessagingServer::new(MessagingGrpc(m))),
+        );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    router.serve_with_incoming_shutdown(incoming, shutdown).await
+}
+
+/// The auth service over gRPC.
+pub struct AuthGrpc(pub AuthClient);
+
+#[tonic::async_trait]
+impl pb::auth_server::Auth for AuthGrpc {
+    async fn signup(&self, req: Request<pb::CredentialsRequest>) -> Reply<pb::AuthResponse> {
+        let r = req.into_inner();
+        let creds = api::Credentials { username: r.username, password: r.password };
+        let client = cv::client_info_from(r.client)?;
+        let out = self.0.signup(creds, client).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::auth_response(out)))
+    }
+
+    async fn login(&self, req: Request<pb::CredentialsRequest>) -> Reply<pb::AuthResponse> {
+        let r = req.into_inner();
+        let creds = api::Credentials { username: r.username, password: r.password };
+        let client = cv::client_info_from(r.client)?;
+        let out = self.0.login(creds, client).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::auth_response(out)))
+    }
+
+    async fn refresh(&self, req: Request<pb::RefreshRequest>) -> Reply<pb::AuthResponse> {
+        let r = req.into_inner();
+        let client = cv::client_info_from(r.client)?;
+        let out = self.0.refresh(&r.refresh_token, client).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::auth_response(out)))
+    }
+
+    async fn logout(&self, req: Request<pb::Principal>) -> Reply<pb::Empty> {
+        let who = cv::principal_from(req.get_ref())?;
+        self.0.logout(who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> Reply<pb::Principal> {
+        let who = self.0.authenticate(&req.get_ref().access_token).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::principal(who)))
+    }
+
+    async fn check_session(&self, req: Request<pb::Principal>) -> Reply<pb::Empty> {
+        let who = cv::principal_from(req.get_ref())?;
+        self.0.check_session(who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn touch(&self, req: Request<pb::Principal>) -> Reply<pb::Empty> {
+        let who = cv::principal_from(req.get_ref())?;
+        self.0.touch(who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn get_user(&self, req: Request<pb::GetUserRequest>) -> Reply<pb::User> {
+        let user = self.0.user(id("user_id", &req.get_ref().user_id)?).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::user(user)))
+    }
+
+    async fn sessions(&self, req: Request<pb::Principal>) -> Reply<pb::SessionList> {
+        let who = cv::principal_from(req.get_ref())?;
+        let list = self.0.sessions(who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::SessionList { sessions: list.into_iter().map(cv::session).collect() }))
+    }
+
+    async fn revoke_session(&self, req: Request<pb::RevokeSessionRequest>) -> Reply<pb::Empty> {
+        let r = req.into_inner();
+        let who = cv::principal_from(&cv::required("who", r.who)?)?;
+        self.0.revoke_session(who, id("session_id", &r.session_id)?).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        req: Request<pb::Principal>,
+    ) -> Reply<pb::RevokeOtherSessionsResponse> {
+        let who = cv::principal_from(req.get_ref())?;
+        let revoked = self.0.revoke_other_sessions(who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::RevokeOtherSessionsResponse { revoked }))
+    }
+
+    async fn search_users(&self, req: Request<pb::SearchUsersRequest>) -> Reply<pb::UserList> {
+        let r = req.into_inner();
+        let who = cv::principal_from(&cv::required("who", r.who)?)?;
+        let users = self.0.search_users(who, &r.prefix, r.limit).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::UserList { users: users.into_iter().map(cv::user).collect() }))
+    }
+}
+
+/// The messaging service over gRPC.
+pub struct MessagingGrpc(pub MessagingClient);
+
+#[tonic::async_trait]
+impl pb::messaging_server::Messaging for MessagingGrpc {
+    async fn create_conversation(
+        &self,
+        req: Request<pb::CreateConversationRequest>,
+    ) -> Reply<pb::CreateConversationResponse> {
+        let r = req.into_inner();
+        let create = api::CreateConversation {
+            kind: cv::kind_from(r.kind)?,
+            members: cv::ids("members", &r.members)?,
+            title: r.title,
+        };
+        let (conversation, created) = self
+            .0
+            .create_conversation(id("user_id", &r.user_id)?, create)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::CreateConversationResponse {
+            conversation: Some(cv::conversation(conversation)),
+            created,
+        }))
+    }
+
+    async fn list_conversations(&self, req: Request<pb::UserRequest>) -> Reply<pb::ConversationList> {
+        let list = self
+            .0
+            .list_conversations(id("user_id", &req.get_ref().user_id)?)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::ConversationList {
+            conversations: list.into_iter().map(cv::conversation).collect(),
+        }))
+    }
+
+    async fn get_conversation(&self, req: Request<pb::ConversationRequest>) -> Reply<pb::Conversation> {
+        let r = req.get_ref();
+        let c = self
+            .0
+            .conversation(id("user_id", &r.user_id)?, id("conversation_id", &r.conversation_id)?)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::conversation(c)))
+    }
+
+    async fn rename(&self, req: Request<pb::RenameRequest>) -> Reply<pb::Conversation> {
+        let r = req.get_ref();
+        let c = self
+            .0
+            .rename(id("user_id", &r.user_id)?, id("conversation_id", &r.conversation_id)?, &r.title)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::conversation(c)))
+    }
+
+    async fn add_member(&self, req: Request<pb::MemberRequest>) -> Reply<pb::Conversation> {
+        let r = req.get_ref();
+        let c = self
+            .0
+            .add_member(
+                id("user_id", &r.user_id)?,
+                id("conversation_id", &r.conversation_id)?,
+                id("member_id", &r.member_id)?,
+            )
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::conversation(c)))
+    }
+
+    async fn remove_member(&self, req: Request<pb::MemberRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        self.0
+            .remove_member(
+                id("user_id", &r.user_id)?,
+                id("conversation_id", &r.conversation_id)?,
+                id("member_id", &r.member_id)?,
+            )
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn send(&self, req: Request<pb::SendRequest>) -> Reply<pb::SendResponse> {
+        let r = req.into_inner();
+        let (user, conversation) = (id("user_id", &r.user_id)?, id("conversation_id", &r.conversation_id)?);
+        let msg = api::SendMessage { client_msg_id: r.client_msg_id, body: r.body };
+        let (message, created) = self.0.send(user, conversation, msg).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::SendResponse { message: Some(cv::message(message)), created }))
+    }
+
+    async fn history(&self, req: Request<pb::HistoryRequest>) -> Reply<pb::MessageList> {
+        let r = req.get_ref();
+        let q = HistoryQuery { after_seq: r.after_seq, before_seq: r.before_seq, limit: r.limit };
+        let list = self
+            .0
+            .history(id("user_id", &r.user_id)?, id("conversation_id", &r.conversation_id)?, q)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::MessageList { messages: list.into_iter().map(cv::message).collect() }))
+    }
+
+    async fn edit(&self, req: Request<pb::EditRequest>) -> Reply<pb::Message> {
+        let r = req.get_ref();
+        let m = self
+            .0
+            .edit(
+                id("user_id", &r.user_id)?,
+                id("conversation_id", &r.conversation_id)?,
+                id("message_id", &r.message_id)?,
+                &r.body,
+            )
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::message(m)))
+    }
+
+    async fn delete(&self, req: Request<pb::MessageRequest>) -> Reply<pb::Message> {
+        let r = req.get_ref();
+        let m = self
+            .0
+            .delete(
+                id("user_id", &r.user_id)?,
+                id("conversation_id", &r.conversation_id)?,
+                id("message_id", &r.message_id)?,
+            )
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(cv::message(m)))
+    }
+
+    async fn mark_read(&self, req: Request<pb::MarkReadRequest>) -> Reply<pb::MarkReadResponse> {
+        let r = req.get_ref();
+        let read_seq = self
+            .0
+            .mark_read(id("user_id", &r.user_id)?, id("conversation_id", &r.conversation_id)?, r.seq)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::MarkReadResponse { read_seq }))
+    }
+
+    async fn typing(&self, req: Request<pb::ConversationRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        self.0
+            .typing(id("user_id", &r.user_id)?, id("conversation_id", &r.conversation_id)?)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn latest_seqs(&self, req: Request<pb::UserRequest>) -> Reply<pb::LatestSeqsResponse> {
+        let seqs =
+            self.0.latest_seqs(id("user_id", &req.get_ref().user_id)?).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::LatestSeqsResponse {
+            seqs: seqs
+                .into_iter()
+                .map(|(c, seq)| pb::LatestSeq { conversation_id: c.to_string(), seq })
+                .collect(),
+        }))
+    }
+
+    async fn get_presence(&self, req: Request<pb::PresenceRequest>) -> Reply<pb::PresenceList> {
+        let r = req.get_ref();
+        let of = cv::ids("of", &r.of)?;
+        let list = self.0.presence(id("user_id", &r.user_id)?, &of).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::PresenceList { presence: list.into_iter().map(cv::presence).collect() }))
+    }
+
+    async fn presence_up(&self, req: Request<pb::PresenceChange>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        self.0.presence_up(id("user_id", &r.user_id)?, &r.connection).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn presence_down(&self, req: Request<pb::PresenceChange>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        self.0.presence_down(id("user_id", &r.user_id)?, &r.connection).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}

@@ -1,0 +1,195 @@
+//! The remote clients against real gRPC servers over TCP: the same results and the same
+//! error codes as in one process, failover between instances, deadlines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chattr_api::v1::{codes, ConversationKind, CreateConversation, Credentials, SendMessage};
+use chattr_auth::{Auth, AuthSettings, TokenKeys};
+use chattr_messaging::{Messaging, MessagingSettings};
+use chattr_proto::auth::{AuthClient, ClientInfo};
+use chattr_proto::messaging::{HistoryQuery, MessagingClient};
+use chattr_proto::ErrorInfo;
+use chattr_rpc::{RemoteAuth, RemoteMessaging, RemoteSettings};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Notify};
+
+/// One instance of auth + messaging on a shared store, served over gRPC.
+struct Instance {
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    async fn start(store: chattr_store::DynStore, cache: chattr_cache::DynCache) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let settings =
+            AuthSettings { argon2_memory_kib: 1024, argon2_iterations: 1, ..AuthSettings::default() };
+        let outbox = Arc::new(Notify::new());
+        let keys = TokenKeys::new(&SecretString::from("a test secret that is long enough".to_owned()));
+        let auth = Auth::new(store.clone(), cache.clone(), keys, settings, outbox.clone()).unwrap();
+        let messaging = Messaging::new(store, cache, MessagingSettings::default(), outbox);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            chattr_rpc::serve(
+                listener,
+                Some(AuthClient::local(auth)),
+                Some(MessagingClient::local(messaging)),
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .unwrap();
+        });
+        Self { addr, stop: Some(stop), task }
+    }
+
+    /// Stops serving (in-flight calls finish) and waits until the port is closed.
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+async fn backends() -> (tempfile::TempDir, chattr_store::DynStore, chattr_cache::DynCache) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = chattr_store::open(&format!("sqlite://{}", dir.path().join("t.db").display())).await.unwrap();
+    let cache = chattr_cache::open("memory://").await.unwrap();
+    (dir, store, cache)
+}
+
+fn creds(name: &str) -> Credentials {
+    Credentials { username: name.to_owned(), password: "correct horse battery".to_owned() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_calls_behave_like_local_ones() {
+    let (_dir, store, cache) = backends().await;
+    let server = Instance::start(store, cache).await;
+    let settings = RemoteSettings::default();
+    let auth = AuthClient::from_arc(Arc::new(
+        RemoteAuth::new(std::slice::from_ref(&server.addr), &settings).unwrap(),
+    ));
+    let messaging = MessagingClient::from_arc(Arc::new(
+        RemoteMessaging::new(std::slice::from_ref(&server.addr), &settings).unwrap(),
+    ));
+
+    let client = ClientInfo { user_agent: Some("test".into()), ip: Some("127.0.0.9".parse().unwrap()) };
+    let alice = auth.signup(creds("alice"), client.clone()).await.unwrap();
+    let bob = auth.signup(creds("bob"), client.clone()).await.unwrap();
+    let who = auth.authenticate(&alice.access_token).await.unwrap();
+    assert_eq!(who.user_id, alice.user.id);
+    assert_eq!(auth.user(bob.user.id).await.unwrap().username, "bob");
+
+    // Typed errors cross the hop with their stable codes.
+    let taken = auth.signup(creds("alice"), client.clone()).await.unwrap_err();
+    assert_eq!(taken.code(), codes::USERNAME_TAKEN);
+    let bad_name = auth.signup(creds("A!"), client.clone()).await.unwrap_err();
+    assert_eq!(bad_name.code(), codes::INVALID_USERNAME);
+    assert_eq!(bad_name.http_status(), 400);
+    let wrong = Credentials { username: "alice".into(), password: "wrong password!".into() };
+    assert_eq!(auth.login(wrong, client.clone()).await.unwrap_err().code(), codes::INVALID_CREDENTIALS);
+    assert_eq!(auth.authenticate("garbage").await.unwrap_err().code(), codes::UNAUTHORIZED);
+
+    // Messaging round trip, and NotFound/Forbidden as in one process.
+    let req = CreateConversation {
+        kind: ConversationKind::Group,
+        members: vec![bob.user.id],
+        title: Some("team".into()),
+    };
+    let (conv, created) = messaging.create_conversation(alice.user.id, req).await.unwrap();
+    assert!(created);
+    assert_eq!(conv.members.len(), 2);
+    let send = SendMessage { client_msg_id: "m-1".into(), body: "hello over gRPC".into() };
+    let (first, new) = messaging.send(alice.user.id, conv.id, send.clone()).await.unwrap();
+    assert!(new);
+    let (again, new_again) = messaging.send(alice.user.id, conv.id, send).await.unwrap();
+    assert_eq!((again.id, new_again), (first.id, false));
+    let history = messaging.history(bob.user.id, conv.id, HistoryQuery::default()).await.unwrap();
+    assert_eq!(history, vec![first.clone()]);
+    let stranger = auth.signup(creds("mallory"), client.clone()).await.unwrap();
+    let hidden = messaging.history(stranger.user.id, conv.id, HistoryQuery::default()).await.unwrap_err();
+    assert_eq!(hidden.code(), codes::NOT_FOUND);
+    let rename = messaging.rename(bob.user.id, conv.id, "mine").await.unwrap_err();
+    assert_eq!(rename.code(), codes::FORBIDDEN);
+    assert_eq!(rename.public_message(), "only the group owner can do this");
+    assert_eq!(messaging.mark_read(bob.user.id, conv.id, first.seq).await.unwrap(), first.seq);
+    assert_eq!(messaging.latest_seqs(bob.user.id).await.unwrap(), vec![(conv.id, first.seq)]);
+    let sessions = auth.sessions(who).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    auth.logout(who).await.unwrap();
+    assert_eq!(auth.check_session(who).await.unwrap_err().code(), codes::UNAUTHORIZED);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_fail_over_to_a_live_instance() {
+    let (_dir, store, cache) = backends().await;
+    let one = Instance::start(store.clone(), cache.clone()).await;
+    let two = Instance::start(store, cache).await;
+    // A third address where nothing listens: a crashed instance.
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+    let addrs = vec![dead, one.addr.clone(), two.addr.clone()];
+    let settings = RemoteSettings::default();
+    let auth = RemoteAuth::new(&addrs, &settings).unwrap();
+    let messaging = MessagingClient::from_arc(Arc::new(RemoteMessaging::new(&addrs, &settings).unwrap()));
+    let auth = AuthClient::from_arc(Arc::new(auth));
+
+    // Signup must not repeat, yet it fails over from the dead address: it never left.
+    let alice = auth.signup(creds("alice"), ClientInfo::default()).await.unwrap();
+    let (conv, _) = messaging
+        .create_conversation(
+            alice.user.id,
+            CreateConversation { kind: ConversationKind::Group, members: vec![], title: Some("solo".into()) },
+        )
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let send = SendMessage { client_msg_id: format!("a-{i}"), body: format!("n{i}") };
+        messaging.send(alice.user.id, conv.id, send).await.unwrap();
+    }
+    // Kill one live instance; every later call still succeeds on the other.
+    one.stop().await;
+    for i in 20..40 {
+        let send = SendMessage { client_msg_id: format!("a-{i}"), body: format!("n{i}") };
+        messaging.send(alice.user.id, conv.id, send).await.unwrap();
+    }
+    let q = HistoryQuery { limit: Some(100), ..HistoryQuery::default() };
+    let history = messaging.history(alice.user.id, conv.id, q).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    two.stop().await;
+
+    // With no instance left, calls fail as `unavailable` (retryable), and quickly.
+    let started = std::time::Instant::now();
+    let err = messaging.latest_seqs(alice.user.id).await.unwrap_err();
+    assert_eq!(err.code(), codes::UNAVAILABLE);
+    assert_eq!(err.http_status(), 503);
+    assert!(started.elapsed() < settings.deadline, "gave up after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_instance_hits_the_deadline() {
+    // A listener that accepts connections and never answers: the call must end at the
+    // deadline with `unavailable`, not hang.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let settings = RemoteSettings { deadline: Duration::from_millis(300), ..RemoteSettings::default() };
+    let messaging = RemoteMessaging::new(&[addr], &settings).unwrap();
+    let messaging = MessagingClient::from_arc(Arc::new(messaging));
+    let started = std::time::Instant::now();
+    let err = messaging.latest_seqs(uuid::Uuid::now_v7()).await.unwrap_err();
+    assert_eq!(err.code(), codes::UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    hold.abort();
+}
