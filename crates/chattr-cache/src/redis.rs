@@ -38,10 +38,8 @@ use tracing::{debug, info, warn};
 
 use crate::{Cache, CacheError, CacheResult, PresenceState, PubSub, PubSubControl, RateDecision, RateLimit};
 
-/// Prefix of every key.
-const KEY_PREFIX: &str = "chattr:";
-/// Prefix of every pub/sub channel; stripped again from incoming messages.
-const CHANNEL_PREFIX: &str = "chattr:ch:";
+/// Namespace of every key and channel unless the URL names another (`?prefix=`).
+const DEFAULT_PREFIX: &str = "chattr";
 /// How long last-seen data outlives a user's last connection. Memory keeps it forever;
 /// Redis forgets users idle this long so abandoned accounts do not accumulate keys.
 const LAST_SEEN_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -203,6 +201,7 @@ return out
 /// last seen is whatever was recorded before (callers ignore it).
 pub struct RedisCache {
     client: Client,
+    names: Arc<Names>,
     con: ConnectionManager,
     scripts: Scripts,
     dropped: Arc<AtomicU64>,
@@ -227,19 +226,73 @@ impl Scripts {
     }
 }
 
-/// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`; `rediss://`
-/// needs a TLS feature of the `redis` crate, which this build does not enable). Fails if
-/// Redis cannot be reached within two attempts (about 1–2 s when the port refuses; a host
-/// that does not answer at all costs up to 3 s per attempt).
+/// How keys and channels are named: `<prefix>:rl:…`, `<prefix>:presence:{…}`,
+/// `<prefix>:ch:…`. Several deployments (or test runs) can share one Redis by prefix.
+struct Names {
+    keys: String,
+    channels: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Self {
+        Self { keys: format!("{prefix}:"), channels: format!("{prefix}:ch:") }
+    }
+
+    fn rate(&self, key: &str) -> String {
+        format!("{}rl:{key}", self.keys)
+    }
+
+    fn presence(&self, user: &str) -> String {
+        format!("{}presence:{{{user}}}", self.keys)
+    }
+
+    fn last_seen(&self, user: &str) -> String {
+        format!("{}lastseen:{{{user}}}", self.keys)
+    }
+
+    fn channel(&self, channel: &str) -> String {
+        format!("{}{channel}", self.channels)
+    }
+}
+
+/// Splits Chattr's own `prefix` query parameter off a Redis URL.
+fn split_prefix(url: &str) -> CacheResult<(String, String)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), DEFAULT_PREFIX.to_owned()));
+    };
+    let mut prefix = DEFAULT_PREFIX.to_owned();
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("prefix=") {
+            Some(p)
+                if !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) =>
+            {
+                prefix = p.to_owned();
+            }
+            Some(p) => return Err(CacheError::Backend(format!("invalid redis key prefix {p:?}"))),
+            None => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_owned() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, prefix))
+}
+
+/// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db][?prefix=P]`;
+/// `prefix` namespaces keys and channels, default `chattr`; `rediss://` needs a TLS
+/// feature of the `redis` crate, which this build does not enable). Fails if Redis cannot
+/// be reached within two attempts (about 1–2 s when the port refuses; a host that does
+/// not answer at all costs up to 3 s per attempt).
 pub async fn connect(url: &str) -> CacheResult<RedisCache> {
-    let client = Client::open(url).map_err(backend)?;
+    let (url, prefix) = split_prefix(url)?;
+    let client = Client::open(url.as_str()).map_err(backend)?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(COMMAND_TIMEOUT)
         .set_number_of_retries(CONNECT_RETRIES)
         .set_max_delay(RETRY_MAX_DELAY_MS);
     let con = ConnectionManager::new_with_config(client.clone(), config).await.map_err(backend)?;
-    Ok(RedisCache { client, con, scripts: Scripts::new(), dropped: Arc::new(AtomicU64::new(0)) })
+    let names = Arc::new(Names::new(&prefix));
+    Ok(RedisCache { client, names, con, scripts: Scripts::new(), dropped: Arc::new(AtomicU64::new(0)) })
 }
 
 impl RedisCache {
@@ -265,22 +318,6 @@ async fn bounded<T>(call: impl std::future::Future<Output = RedisResult<T>>) -> 
     }
 }
 
-fn rate_key(key: &str) -> String {
-    format!("{KEY_PREFIX}rl:{key}")
-}
-
-fn presence_key(user: &str) -> String {
-    format!("{KEY_PREFIX}presence:{{{user}}}")
-}
-
-fn last_seen_key(user: &str) -> String {
-    format!("{KEY_PREFIX}lastseen:{{{user}}}")
-}
-
-fn channel_name(channel: &str) -> String {
-    format!("{CHANNEL_PREFIX}{channel}")
-}
-
 fn lua_micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).min(MAX_LUA_MICROS)
 }
@@ -302,7 +339,12 @@ impl Cache for RedisCache {
         let interval = if period == 0 { 0 } else { lua_micros(limit.period / limit.burst).max(1) };
         let mut con = self.con.clone();
         let wait: i64 = bounded(
-            self.scripts.rate_limit.key(rate_key(key)).arg(interval).arg(period).invoke_async(&mut con),
+            self.scripts
+                .rate_limit
+                .key(self.names.rate(key))
+                .arg(interval)
+                .arg(period)
+                .invoke_async(&mut con),
         )
         .await?;
         Ok(match u64::try_from(wait) {
@@ -316,8 +358,8 @@ impl Cache for RedisCache {
         let came_online: i64 = bounded(
             self.scripts
                 .presence_up
-                .key(presence_key(user))
-                .key(last_seen_key(user))
+                .key(self.names.presence(user))
+                .key(self.names.last_seen(user))
                 .arg(conn)
                 .arg(lua_millis_ceil(ttl))
                 .arg(lua_millis_ceil(LAST_SEEN_KEEP))
@@ -332,8 +374,8 @@ impl Cache for RedisCache {
         let went_offline: i64 = bounded(
             self.scripts
                 .presence_down
-                .key(presence_key(user))
-                .key(last_seen_key(user))
+                .key(self.names.presence(user))
+                .key(self.names.last_seen(user))
                 .arg(conn)
                 .arg(now_ms)
                 .arg(lua_millis_ceil(LAST_SEEN_KEEP))
@@ -349,7 +391,7 @@ impl Cache for RedisCache {
         for batch in users.chunks(PRESENCE_BATCH) {
             let mut invocation = self.scripts.presence.prepare_invoke();
             for user in batch {
-                invocation.key(presence_key(user)).key(last_seen_key(user));
+                invocation.key(self.names.presence(user)).key(self.names.last_seen(user));
             }
             let flat: Vec<String> = bounded(invocation.invoke_async(&mut con)).await?;
             if flat.len() != batch.len() * 2 {
@@ -372,7 +414,7 @@ impl Cache for RedisCache {
         let mut con = self.con.clone();
         bounded(
             ::redis::cmd("PUBLISH")
-                .arg(channel_name(channel))
+                .arg(self.names.channel(channel))
                 .arg(payload.as_ref())
                 .query_async::<()>(&mut con),
         )
@@ -385,7 +427,7 @@ impl Cache for RedisCache {
         }
         let mut pipe = ::redis::pipe();
         for channel in channels {
-            pipe.cmd("PUBLISH").arg(channel_name(channel)).arg(payload.as_ref()).ignore();
+            pipe.cmd("PUBLISH").arg(self.names.channel(channel)).arg(payload.as_ref()).ignore();
         }
         let mut con = self.con.clone();
         bounded(pipe.query_async::<()>(&mut con)).await
@@ -398,6 +440,7 @@ impl Cache for RedisCache {
         let (commands_tx, commands) = mpsc::channel(16);
         let worker = Worker {
             client: self.client.clone(),
+            names: Arc::clone(&self.names),
             commands,
             out,
             channels: HashSet::new(),
@@ -405,7 +448,8 @@ impl Cache for RedisCache {
             last_drop_warning: None,
         };
         tokio::spawn(worker.run(connection));
-        Ok(PubSub { control: Box::new(RedisPubSubControl { commands: commands_tx }), messages })
+        let control = RedisPubSubControl { commands: commands_tx, names: Arc::clone(&self.names) };
+        Ok(PubSub { control: Box::new(control), messages })
     }
 
     async fn ping(&self) -> CacheResult<()> {
@@ -463,6 +507,7 @@ struct Command {
 /// worker task, which owns the connection.
 struct RedisPubSubControl {
     commands: mpsc::Sender<Command>,
+    names: Arc<Names>,
 }
 
 impl RedisPubSubControl {
@@ -470,7 +515,7 @@ impl RedisPubSubControl {
         if channels.is_empty() {
             return Ok(()); // SUBSCRIBE without a channel is a syntax error.
         }
-        let channels = channels.iter().map(|c| channel_name(c)).collect();
+        let channels = channels.iter().map(|c| self.names.channel(c)).collect();
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command { subscribe, channels, reply }).await.is_err() {
             // The worker ended because the message queue was dropped: nobody could
@@ -508,6 +553,7 @@ enum Ended {
 /// messages into the bounded queue, and replaces the connection when it breaks.
 struct Worker {
     client: Client,
+    names: Arc<Names>,
     commands: mpsc::Receiver<Command>,
     out: mpsc::Sender<(String, Bytes)>,
     /// Channels (full names) subscribed, to restore after a reconnection.
@@ -620,7 +666,9 @@ impl Worker {
     fn forward(&mut self, message: &Msg) {
         // Channels come from our own SUBSCRIBEs, so they carry the prefix; anything else
         // is not ours to deliver.
-        let Some(channel) = message.get_channel_name().strip_prefix(CHANNEL_PREFIX) else { return };
+        let Some(channel) = message.get_channel_name().strip_prefix(self.names.channels.as_str()) else {
+            return;
+        };
         let payload = Bytes::copy_from_slice(message.get_payload_bytes());
         match self.out.try_send((channel.to_owned(), payload)) {
             Ok(()) => {}

@@ -321,3 +321,32 @@ async fn unreachable_or_unsupported_urls_fail_cleanly() {
         within("open of rediss", chattr_cache::open(&format!("rediss://127.0.0.1:{}/", free_port()))).await;
     assert!(result.is_err(), "rediss:// without TLS support succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_keep_deployments_apart_on_one_redis() {
+    let base = shared().url();
+    let open = |prefix: &str| {
+        let url = format!("{base}?prefix={prefix}");
+        async move { within("connect", connect(&url)).await.expect("connect with a prefix") }
+    };
+    let (a, b, a_too) = (open("tenant-a").await, open("tenant-b").await, open("tenant-a").await);
+    let key = unique("prefixed-rl");
+    let limit = RateLimit { burst: 1, period: Duration::from_secs(30) };
+    assert_eq!(a.rate_limit(&key, limit).await.expect("rl"), RateDecision::Allowed);
+    assert_eq!(b.rate_limit(&key, limit).await.expect("rl"), RateDecision::Allowed, "b has its own bucket");
+    assert!(matches!(a_too.rate_limit(&key, limit).await.expect("rl"), RateDecision::Limited { .. }));
+
+    let channel = unique("prefixed-ch");
+    let mut on_b = b.pubsub(8).await.expect("pubsub");
+    on_b.control.subscribe(std::slice::from_ref(&channel)).await.expect("subscribe");
+    let mut on_a = a_too.pubsub(8).await.expect("pubsub");
+    on_a.control.subscribe(std::slice::from_ref(&channel)).await.expect("subscribe");
+    a.publish(&channel, Bytes::from_static(b"for a")).await.expect("publish");
+    assert_eq!(
+        recv_text(&mut on_a, Duration::from_secs(5)).await,
+        Some((channel.clone(), "for a".to_owned()))
+    );
+    assert_eq!(recv_text(&mut on_b, Duration::from_millis(300)).await, None, "b must not hear a's channel");
+
+    assert!(connect(&format!("{base}?prefix=bad%20name")).await.is_err());
+}

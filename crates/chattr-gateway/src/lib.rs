@@ -70,6 +70,28 @@ impl GatewayState {
     }
 }
 
+impl axum::extract::FromRef<GatewayState> for Ops {
+    fn from_ref(state: &GatewayState) -> Self {
+        state.ops.clone()
+    }
+}
+
+/// The HTTP endpoints of a process without a gateway (auth, messaging, relay, fan-out
+/// roles): `/health`, `/ready` and `/metrics`, so every role is probed and scraped alike.
+pub async fn serve_ops(
+    listener: TcpListener,
+    ops: Ops,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = Router::new()
+        .route("/health", get(routes::ops::health))
+        .route("/ready", get(routes::ops::ready))
+        .route("/metrics", get(routes::ops::metrics))
+        .with_state(ops);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
 /// The gateway's HTTP router (REST, WebSocket, health, metrics, OpenAPI).
 pub fn router(state: GatewayState) -> Router {
     routes::router(state)

@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use chattr_auth::{Auth, TokenKeys};
+use chattr_bus::DynBus;
+use chattr_cache::DynCache;
 use chattr_gateway::{GatewayState, Ops};
 use chattr_messaging::Messaging;
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::MessagingClient;
+use chattr_store::DynStore;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -22,28 +25,97 @@ use tracing::info;
 
 pub use settings::{Role, Settings};
 
-/// A running server: its address and a handle to stop it.
+/// A running server: its addresses and a handle to stop it.
 pub struct Server {
     addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
+/// The backends a process opened (only those its roles use).
+#[derive(Clone, Default)]
+struct Backends {
+    store: Option<DynStore>,
+    bus: Option<DynBus>,
+    cache: Option<DynCache>,
+}
+
+impl Backends {
+    async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let has = |r: Role| settings.services.contains(&r);
+        let needs_store = [Role::Auth, Role::Messaging, Role::Relay, Role::Fanout].into_iter().any(has);
+        let needs_bus = has(Role::Relay) || has(Role::Fanout);
+        let needs_cache = [Role::Gateway, Role::Auth, Role::Messaging, Role::Fanout].into_iter().any(has);
+        let mut backends = Backends::default();
+        if needs_store {
+            backends.store = Some(chattr_store::open(&settings.store_url()).await.context("opening store")?);
+        }
+        if needs_bus {
+            backends.bus = Some(chattr_bus::open(&settings.bus).context("opening bus")?);
+        }
+        if needs_cache {
+            backends.cache = Some(chattr_cache::open(&settings.cache).await.context("opening cache")?);
+        }
+        Ok(backends)
+    }
+
+    fn store(&self) -> DynStore {
+        self.store.clone().expect("store opened for this role")
+    }
+
+    fn bus(&self) -> DynBus {
+        self.bus.clone().expect("bus opened for this role")
+    }
+
+    fn cache(&self) -> DynCache {
+        self.cache.clone().expect("cache opened for this role")
+    }
+
+    /// `/ready`: every backend this process opened answers.
+    fn ready_check(&self) -> chattr_gateway::ReadyCheck {
+        let backends = self.clone();
+        Arc::new(move || {
+            let b = backends.clone();
+            Box::pin(async move {
+                if let Some(store) = &b.store {
+                    store.ping().await.map_err(|e| format!("store: {e}"))?;
+                }
+                if let Some(bus) = &b.bus {
+                    bus.ping().await.map_err(|e| format!("bus: {e}"))?;
+                }
+                if let Some(cache) = &b.cache {
+                    cache.ping().await.map_err(|e| format!("cache: {e}"))?;
+                }
+                Ok(())
+            })
+        })
+    }
+}
+
 impl Server {
-    /// Opens the backends, builds the services of the selected roles and starts serving
-    /// on `listener`.
+    /// Opens the backends the selected roles need, builds their services and starts
+    /// serving HTTP on `listener` (the gateway, or only health/readiness/metrics for a
+    /// process without one) and gRPC on `settings.grpc_listen` if set.
     pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let roles = &settings.services;
         let has = |r: Role| roles.contains(&r);
-        if has(Role::Gateway) && !(has(Role::Auth) && has(Role::Messaging)) {
-            bail!("the gateway needs the auth and messaging services in the same process until remote services (gRPC) are available");
+        if (has(Role::Auth) || has(Role::Messaging)) && !has(Role::Gateway) && settings.grpc_listen.is_none()
+        {
+            bail!("the auth and messaging roles without a gateway serve nobody: set grpc_listen (--grpc-listen)");
+        }
+        if has(Role::Gateway) && !has(Role::Auth) && settings.remote.auth.is_empty() {
+            bail!("a gateway without the auth role needs remote auth addresses (--auth-addrs)");
+        }
+        if has(Role::Gateway) && !has(Role::Messaging) && settings.remote.messaging.is_empty() {
+            bail!(
+                "a gateway without the messaging role needs remote messaging addresses (--messaging-addrs)"
+            );
         }
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let metrics = telemetry::metrics_handle();
-        let store = chattr_store::open(&settings.store_url()).await.context("opening store")?;
-        let bus = chattr_bus::open(&settings.bus).context("opening bus")?;
-        let cache = chattr_cache::open(&settings.cache).await.context("opening cache")?;
+        let backends = Backends::open(&settings).await?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let outbox = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
@@ -53,46 +125,80 @@ impl Server {
         };
 
         if has(Role::Relay) {
-            let (store, bus, poke) = (store.clone(), bus.clone(), outbox.clone());
+            let (store, bus, poke) = (backends.store(), backends.bus(), outbox.clone());
             tasks.spawn(chattr_messaging::relay::run(store, bus, poke, stopped(shutdown_rx.clone())));
         }
         if has(Role::Fanout) {
-            let (bus, store, cache) = (bus.clone(), store.clone(), cache.clone());
+            let (bus, store, cache) = (backends.bus(), backends.store(), backends.cache());
             tasks.spawn(chattr_messaging::fanout::run(bus, store, cache, stopped(shutdown_rx.clone())));
         }
-        let addr = listener.local_addr()?;
-        if has(Role::Gateway) {
+
+        let local_auth = if has(Role::Auth) {
             let secret = match &settings.jwt_secret {
                 Some(s) => s.clone(),
                 None => secrets::load_or_create(&settings.data_dir.join("jwt.secret"))?,
             };
             let auth = Auth::new(
-                store.clone(),
-                cache.clone(),
+                backends.store(),
+                backends.cache(),
                 TokenKeys::new(&secret),
                 settings.auth.clone(),
                 outbox.clone(),
             )
             .map_err(|e| anyhow::anyhow!("auth service: {e}"))?;
-            let messaging =
-                Messaging::new(store.clone(), cache.clone(), settings.messaging.clone(), outbox.clone());
-            let (ready_store, ready_bus, ready_cache) = (store.clone(), bus.clone(), cache.clone());
-            let ops = Ops {
-                render_metrics: Arc::new(move || metrics.render()),
-                ready: Arc::new(move || {
-                    let (store, bus, cache) = (ready_store.clone(), ready_bus.clone(), ready_cache.clone());
-                    Box::pin(async move {
-                        store.ping().await.map_err(|e| format!("store: {e}"))?;
-                        bus.ping().await.map_err(|e| format!("bus: {e}"))?;
-                        cache.ping().await.map_err(|e| format!("cache: {e}"))?;
-                        Ok(())
-                    })
-                }),
+            Some(AuthClient::local(auth))
+        } else {
+            None
+        };
+        let local_messaging = has(Role::Messaging).then(|| {
+            let messaging = Messaging::new(
+                backends.store(),
+                backends.cache(),
+                settings.messaging.clone(),
+                outbox.clone(),
+            );
+            MessagingClient::local(messaging)
+        });
+
+        let mut grpc_addr = None;
+        if let Some(grpc_listen) =
+            settings.grpc_listen.filter(|_| local_auth.is_some() || local_messaging.is_some())
+        {
+            let grpc = TcpListener::bind(grpc_listen)
+                .await
+                .with_context(|| format!("binding gRPC {grpc_listen}"))?;
+            grpc_addr = Some(grpc.local_addr()?);
+            let (auth, messaging, stop) =
+                (local_auth.clone(), local_messaging.clone(), stopped(shutdown_rx.clone()));
+            tasks.spawn(async move {
+                if let Err(e) = chattr_rpc::serve(grpc, auth, messaging, stop).await {
+                    tracing::error!(error = %e, "gRPC server stopped");
+                }
+            });
+        }
+
+        let addr = listener.local_addr()?;
+        let ops = Ops { render_metrics: Arc::new(move || metrics.render()), ready: backends.ready_check() };
+        if has(Role::Gateway) {
+            let remote = settings.remote.rpc();
+            let auth = match local_auth {
+                Some(local) => local,
+                None => AuthClient::from_arc(Arc::new(
+                    chattr_rpc::RemoteAuth::new(&settings.remote.auth, &remote)
+                        .map_err(anyhow::Error::msg)?,
+                )),
+            };
+            let messaging = match local_messaging {
+                Some(local) => local,
+                None => MessagingClient::from_arc(Arc::new(
+                    chattr_rpc::RemoteMessaging::new(&settings.remote.messaging, &remote)
+                        .map_err(anyhow::Error::msg)?,
+                )),
             };
             let state = GatewayState::new(
-                AuthClient::local(auth),
-                MessagingClient::local(messaging),
-                cache.clone(),
+                auth,
+                messaging,
+                backends.cache(),
                 settings.gateway.clone(),
                 ops,
                 shutdown_rx.clone(),
@@ -105,13 +211,25 @@ impl Server {
                     tracing::error!(error = %e, "gateway stopped");
                 }
             });
+        } else {
+            let stop = stopped(shutdown_rx.clone());
+            tasks.spawn(async move {
+                if let Err(e) = chattr_gateway::serve_ops(listener, ops, stop).await {
+                    tracing::error!(error = %e, "ops endpoint stopped");
+                }
+            });
         }
         metrics::gauge!("chattr_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        info!(%addr, services = ?settings.services, store = %redact(&settings.store_url()), bus = %settings.bus, cache = %settings.cache, "chattr started");
-        Ok(Self { addr, shutdown, tasks })
+        info!(%addr, grpc = ?grpc_addr, services = ?settings.services, store = %redact(&settings.store_url()), bus = %redact(&settings.bus), cache = %redact(&settings.cache), "chattr started");
+        Ok(Self { addr, grpc_addr, shutdown, tasks })
     }
 
-    /// The address the gateway listens on.
+    /// The address of the gRPC listener, if this process serves one.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// The address of the HTTP listener (the gateway, or health/metrics only).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

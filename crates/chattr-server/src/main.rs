@@ -54,6 +54,19 @@ struct ServeArgs {
     /// Services to run: all, or a list of gateway,auth,messaging,relay,fanout.
     #[arg(long, env = "CHATTR_SERVICES")]
     services: Option<String>,
+    /// gRPC listen address for the auth and messaging roles of this process.
+    #[arg(long, env = "CHATTR_GRPC_LISTEN")]
+    grpc_listen: Option<SocketAddr>,
+    /// Remote auth instances, comma-separated host:port (when this process has no auth role).
+    #[arg(long, env = "CHATTR_AUTH_ADDRS")]
+    auth_addrs: Option<String>,
+    /// Remote messaging instances, comma-separated host:port.
+    #[arg(long, env = "CHATTR_MESSAGING_ADDRS")]
+    messaging_addrs: Option<String>,
+    /// Access-token signing secret, shared by every auth instance (default: generated into
+    /// the data dir, which suits a single auth instance).
+    #[arg(long, env = "CHATTR_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -102,14 +115,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.services {
         settings.services = Role::parse_list(&v)?;
     }
+    if let Some(v) = args.grpc_listen {
+        settings.grpc_listen = Some(v);
+    }
+    if let Some(v) = args.auth_addrs {
+        settings.remote.auth = chattr_server::settings::address_list(&v);
+    }
+    if let Some(v) = args.messaging_addrs {
+        settings.remote.messaging = chattr_server::settings::address_list(&v);
+    }
+    if let Some(v) = args.jwt_secret {
+        settings.jwt_secret = Some(v.into());
+    }
     chattr_server::telemetry::init_logging(settings.log_format);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+    let gateway = settings.services.contains(&Role::Gateway);
     let mut server = Server::start(settings, listener).await?;
     let addr = server.addr();
-    println!("Chattr is running on http://{addr}  (REST under /v1, WebSocket at ws://{addr}/v1/ws, API description at /openapi.json)");
-    println!("Try it: chattr chat --server http://{addr} signup <username>   — Ctrl-C stops the server.");
+    if !gateway {
+        println!(
+            "Chattr roles running; health and metrics on http://{addr}, gRPC on {:?}",
+            server.grpc_addr()
+        );
+    } else {
+        println!("Chattr is running on http://{addr}  (REST under /v1, WebSocket at ws://{addr}/v1/ws, API description at /openapi.json)");
+        println!("Try it: chattr chat --server http://{addr} signup <username>   — Ctrl-C stops the server.");
+    }
     tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");

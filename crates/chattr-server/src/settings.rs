@@ -98,6 +98,46 @@ pub struct Settings {
     pub messaging: MessagingSettings,
     /// Gateway tunables.
     pub gateway: GatewaySettings,
+    /// Address of the gRPC listener serving this process's auth and messaging roles to
+    /// other processes (none: those roles serve only this process's gateway).
+    pub grpc_listen: Option<SocketAddr>,
+    /// Where the roles this process does not run live.
+    pub remote: RemoteSettings,
+}
+
+/// Addresses of remote services (gRPC), for roles this process does not run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// Auth instances (`host:port`), balanced round-robin with failover.
+    pub auth: Vec<String>,
+    /// Messaging instances (`host:port`).
+    pub messaging: Vec<String>,
+    /// Deadline of every call to a remote service, in milliseconds.
+    pub deadline_ms: u64,
+    /// Bound on connecting to one instance, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        Self { auth: Vec::new(), messaging: Vec::new(), deadline_ms: 5_000, connect_timeout_ms: 1_000 }
+    }
+}
+
+impl RemoteSettings {
+    /// The client settings for `chattr-rpc`.
+    pub fn rpc(&self) -> chattr_rpc::RemoteSettings {
+        chattr_rpc::RemoteSettings {
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+        }
+    }
+}
+
+/// Splits a comma-separated address list (`a:1,b:2`).
+pub fn address_list(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 impl Default for Settings {
@@ -114,6 +154,8 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             messaging: MessagingSettings::default(),
             gateway: GatewaySettings::default(),
+            grpc_listen: None,
+            remote: RemoteSettings::default(),
         }
     }
 }

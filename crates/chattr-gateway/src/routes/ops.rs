@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
-use crate::GatewayState;
+use crate::Ops;
 
 /// Alive: the process answers.
 pub async fn health() -> impl IntoResponse {
@@ -14,8 +14,8 @@ pub async fn health() -> impl IntoResponse {
 }
 
 /// Ready: every backend this process uses answers.
-pub async fn ready(State(state): State<GatewayState>) -> impl IntoResponse {
-    match (state.ops.ready)().await {
+pub async fn ready(State(ops): State<Ops>) -> impl IntoResponse {
+    match (ops.ready)().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Err(reason) => {
             tracing::warn!(%reason, "not ready");
@@ -25,8 +25,8 @@ pub async fn ready(State(state): State<GatewayState>) -> impl IntoResponse {
 }
 
 /// Prometheus text exposition.
-pub async fn metrics(State(state): State<GatewayState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (state.ops.render_metrics)())
+pub async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (ops.render_metrics)())
 }
 
 /// The OpenAPI document, generated from the code.
