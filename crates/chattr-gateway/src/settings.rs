@@ -1,9 +1,9 @@
 //! Gateway settings.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Tunables of the gateway.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewaySettings {
     /// Largest accepted WebSocket text frame in bytes; larger ones get a `too_large` error.

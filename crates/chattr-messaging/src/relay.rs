@@ -2,7 +2,9 @@
 //!
 //! A crash between publish and mark republishes the rows (at least once); consumers dedupe
 //! by `(conversation_id, seq)`. Rows go out in id order, so per-conversation order holds.
-//! Exactly one relay may run per store (the distributed shape will elect one).
+//! Exactly one relay works per store: it holds the store's `outbox-relay` lease
+//! ([`chattr_store::Store::acquire_lease`]); further relays wait as hot standbys and take
+//! over when the holder dies.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,33 +19,63 @@ use tracing::{debug, warn};
 
 /// Rows published per batch.
 const BATCH: u32 = 256;
-/// Poll interval when nothing pokes the relay (rows written by another process).
-const IDLE_POLL: Duration = Duration::from_millis(250);
+/// The relay's lease name.
+pub const LEASE: &str = "outbox-relay";
 /// Back-off after a failed publish or store call.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
 
-/// Runs the relay until `shutdown` resolves. `poke` is notified by local writers.
-pub async fn run(store: DynStore, bus: DynBus, poke: Arc<Notify>, shutdown: impl Future<Output = ()>) {
+/// Runs the relay until `shutdown` resolves: waits for the lease, then publishes while it
+/// holds it. `poke` is notified by writers in this process; rows written elsewhere are
+/// found by polling every `poll` (short when the writers are other processes).
+pub async fn run(
+    store: DynStore,
+    bus: DynBus,
+    poke: Arc<Notify>,
+    poll: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
+        let mut lease = tokio::select! {
+            _ = &mut shutdown => return,
+            lease = store.acquire_lease(LEASE) => match lease {
+                Ok(lease) => lease,
+                Err(e) => {
+                    warn!(error = %e, "cannot acquire the relay lease, retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
+            },
+        };
+        metrics::gauge!("chattr_outbox_relay_leader").set(1.0);
         tokio::select! {
-            _ = &mut shutdown => break,
-            _ = poke.notified() => {}
-            _ = tokio::time::sleep(IDLE_POLL) => {}
+            _ = &mut shutdown => return,
+            reason = lease.lost() => warn!(%reason, "relay lease lost; standing by"),
+            _ = publish_while_leading(&store, &bus, &poke, poll) => {}
         }
+        metrics::gauge!("chattr_outbox_relay_leader").set(0.0);
+    }
+}
+
+/// The leader's loop (never returns; cancelled when the lease is lost or on shutdown).
+/// A batch cut short by cancellation is published again by the next leader: at least
+/// once, in order.
+async fn publish_while_leading(store: &DynStore, bus: &DynBus, poke: &Notify, poll: Duration) {
+    loop {
         loop {
-            match drain_once(&store, &bus).await {
+            match drain_once(store, bus).await {
                 Ok(0) => break,
                 Ok(n) => debug!(rows = n, "outbox rows published"),
                 Err(e) => {
                     warn!(error = %e, "outbox relay failed, retrying");
                     metrics::counter!("chattr_outbox_relay_errors_total").increment(1);
-                    tokio::select! {
-                        _ = &mut shutdown => return,
-                        _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    }
+                    tokio::time::sleep(RETRY_DELAY).await;
                 }
             }
+        }
+        tokio::select! {
+            _ = poke.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

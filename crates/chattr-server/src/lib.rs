@@ -126,7 +126,8 @@ impl Server {
 
         if has(Role::Relay) {
             let (store, bus, poke) = (backends.store(), backends.bus(), outbox.clone());
-            tasks.spawn(chattr_messaging::relay::run(store, bus, poke, stopped(shutdown_rx.clone())));
+            let poll = std::time::Duration::from_millis(settings.messaging.relay_poll_ms.max(1));
+            tasks.spawn(chattr_messaging::relay::run(store, bus, poke, poll, stopped(shutdown_rx.clone())));
         }
         if has(Role::Fanout) {
             let (bus, store, cache) = (backends.bus(), backends.store(), backends.cache());

@@ -132,13 +132,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let gateway = settings.services.contains(&Role::Gateway);
+    let roles = format!("{:?}", settings.services).to_lowercase();
     let mut server = Server::start(settings, listener).await?;
     let addr = server.addr();
+    // One machine-readable line first, for scripts and supervisors that start with port 0.
+    let grpc = server.grpc_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    println!("chattr listening http={addr} grpc={grpc}");
     if !gateway {
-        println!(
-            "Chattr roles running; health and metrics on http://{addr}, gRPC on {:?}",
-            server.grpc_addr()
-        );
+        println!("Chattr roles {roles} running; health and metrics on http://{addr}, gRPC on {grpc}");
     } else {
         println!("Chattr is running on http://{addr}  (REST under /v1, WebSocket at ws://{addr}/v1/ws, API description at /openapi.json)");
         println!("Try it: chattr chat --server http://{addr} signup <username>   — Ctrl-C stops the server.");

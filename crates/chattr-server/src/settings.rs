@@ -10,10 +10,10 @@ use chattr_auth::AuthSettings;
 use chattr_gateway::GatewaySettings;
 use chattr_messaging::MessagingSettings;
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A role this process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// WebSocket and REST edge.
@@ -62,7 +62,7 @@ impl Role {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable.
@@ -73,7 +73,7 @@ pub enum LogFormat {
 }
 
 /// Every setting of a `chattr serve` process.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address of the HTTP/WebSocket listener.
@@ -91,6 +91,8 @@ pub struct Settings {
     /// Log format.
     pub log_format: LogFormat,
     /// HMAC secret for access tokens; default: generated once into `<data_dir>/jwt.secret`.
+    /// Never written out by [`Settings::to_toml`].
+    #[serde(skip_serializing)]
     pub jwt_secret: Option<SecretString>,
     /// Auth service tunables.
     pub auth: AuthSettings,
@@ -106,7 +108,7 @@ pub struct Settings {
 }
 
 /// Addresses of remote services (gRPC), for roles this process does not run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RemoteSettings {
     /// Auth instances (`host:port`), balanced round-robin with failover.
@@ -176,6 +178,12 @@ impl Settings {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("chattr.db").display()))
     }
 
+    /// These settings as a TOML config file (secrets left out), e.g. to start other
+    /// processes with the same configuration.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("serialising settings")
+    }
+
     /// Loads defaults, then the TOML file (if any), then `CHATTR__SECTION__KEY` variables.
     pub fn load(
         file: Option<&Path>,
@@ -239,6 +247,24 @@ mod tests {
         assert_eq!(s.bus, "inproc://x");
         assert_eq!(s.cache, "memory://");
         assert!(Settings::load(None, vec![("CHATTR__NOPE".to_owned(), "1".to_owned())]).is_err());
+    }
+
+    #[test]
+    fn settings_round_trip_through_toml_without_secrets() {
+        let mut s = Settings::for_test(Path::new("/tmp/x"));
+        s.gateway.heartbeat_secs = 3;
+        s.remote.auth = vec!["127.0.0.1:1".to_owned()];
+        s.jwt_secret = Some("top secret value".to_owned().into());
+        let text = s.to_toml().unwrap();
+        assert!(!text.contains("top secret"), "{text}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, text).unwrap();
+        let back = Settings::load(Some(&file), Vec::new()).unwrap();
+        assert_eq!(back.gateway.heartbeat_secs, 3);
+        assert_eq!(back.remote.auth, s.remote.auth);
+        assert_eq!(back.auth.argon2_iterations, 1);
+        assert!(back.jwt_secret.is_none());
     }
 
     #[test]

@@ -168,6 +168,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks the backend answers (for `/ready`).
     async fn ping(&self) -> StoreResult<()>;
+
+    // ---- singleton roles ----
+
+    /// Waits until this caller holds the lease `name`, which at most one holder has at a
+    /// time across every process using this store: the outbox relay runs only while it
+    /// holds `"outbox-relay"`, so a second relay is a hot standby, never a competitor.
+    /// The lease ends when the returned guard is dropped, or on its own when the holder's
+    /// link to the store breaks ([`Lease::lost`] then resolves; stop working at once).
+    ///
+    /// The embedded stores serve one process, whose roles start one relay, so their
+    /// lease is granted at once and never lost.
+    async fn acquire_lease(&self, name: &str) -> StoreResult<Box<dyn Lease>> {
+        let _ = name;
+        Ok(Box::new(ProcessLease))
+    }
+}
+
+/// A held lease (see [`Store::acquire_lease`]); dropping it releases it.
+#[async_trait]
+pub trait Lease: Send {
+    /// Resolves (with the reason) once the lease may have passed to someone else.
+    async fn lost(&mut self) -> String;
+}
+
+/// The lease of a store that only one process uses: never lost.
+struct ProcessLease;
+
+#[async_trait]
+impl Lease for ProcessLease {
+    async fn lost(&mut self) -> String {
+        std::future::pending().await
+    }
 }
 
 /// Opens the store named by a URL: `memory://`, `sqlite://PATH` (created if missing), or

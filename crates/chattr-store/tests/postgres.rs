@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chattr_core::events::Event;
 use chattr_store::conformance::{at, drain, group, new_message, send, session_record, user};
 use chattr_store::postgres::{self, PostgresStore};
-use chattr_store::{DynStore, MessageChange};
+use chattr_store::{DynStore, MessageChange, Store};
 use chattr_testkit::postgres::fresh_database_url;
 
 async fn connect(url: &str) -> PostgresStore {
@@ -262,4 +262,39 @@ async fn outbox_never_reveals_a_keys_rows_out_of_order() {
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
         assert_eq!(seqs, expected, "messages of {conversation} published in seq order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_across_stores_and_passes_on_when_released_or_killed() {
+    use std::time::Duration;
+    let url = fresh_database_url().await;
+    let (one, two) = (connect(&url).await, connect(&url).await);
+    let mut first = one.acquire_lease("outbox-relay").await.expect("first holder");
+    // A second store (another process, in production) waits while the lease is held.
+    let waiting = tokio::spawn(async move {
+        let lease = two.acquire_lease("outbox-relay").await.expect("second holder");
+        (two, lease)
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!waiting.is_finished(), "two holders at once");
+    // Another name is independent.
+    let _other = one.acquire_lease("something-else").await.expect("other lease");
+    drop(first);
+    let (_two, mut second) = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("handover").unwrap();
+    let admin = sqlx::PgPool::connect(&url).await.expect("admin connection");
+
+    // Killing the holder's connection (a crashed or partitioned holder) ends its lease:
+    // it notices, and a standby takes over.
+    let standby = tokio::spawn(async move { one.acquire_lease("outbox-relay").await.expect("standby") });
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND pid <> pg_backend_pid() AND classid = 1818583411",
+    )
+    .execute(&admin)
+    .await
+    .expect("terminate the holder's backend");
+    let reason = tokio::time::timeout(Duration::from_secs(5), second.lost()).await.expect("loss noticed");
+    assert!(reason.contains("lease connection"), "{reason}");
+    first = tokio::time::timeout(Duration::from_secs(5), standby).await.expect("standby takes over").unwrap();
+    drop(first);
 }

@@ -8,6 +8,8 @@ use chattr_api::v1::ServerFrame;
 use chattr_client::{Client, ClientError, Connection};
 use chattr_server::{Server, Settings};
 
+pub use crate::cluster::Cluster;
+
 /// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(15);
 
@@ -16,9 +18,28 @@ pub async fn within<T>(fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut).await.expect("timed out")
 }
 
-/// A running server plus its data directory.
+/// Which shape the suite runs against, from `CHATTR_E2E_PROFILE`:
+/// - `embedded` (default): one in-process server on SQLite, the in-process bus and cache;
+/// - `distributed`: every role in its own `chattr` process, talking gRPC, on PostgreSQL,
+///   Redis and Kafka (tansu), all started by the test kit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Embedded,
+    Distributed,
+}
+
+pub fn profile() -> Profile {
+    match std::env::var("CHATTR_E2E_PROFILE").as_deref() {
+        Ok("distributed") => Profile::Distributed,
+        Ok("embedded") | Err(_) => Profile::Embedded,
+        Ok(other) => panic!("CHATTR_E2E_PROFILE={other}: expected embedded or distributed"),
+    }
+}
+
+/// A running server (one process, or a cluster of role processes) plus its data directory.
 pub struct TestServer {
     pub server: Option<Server>,
+    pub cluster: Option<Cluster>,
     pub settings: Settings,
     pub dir: tempfile::TempDir,
     pub url: String,
@@ -40,13 +61,19 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
-    /// Starts with test settings changed by `tweak`.
+    /// Starts with test settings changed by `tweak`, in the profile of this run.
     pub async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut settings = Settings::for_test(dir.path());
         tweak(&mut settings);
+        if profile() == Profile::Distributed {
+            crate::cluster::use_shared_backends(&mut settings).await;
+            let cluster = Cluster::start(&settings, dir.path());
+            let url = cluster.url();
+            return Self { server: None, cluster: Some(cluster), settings, dir, url };
+        }
         let (server, url) = Self::boot(settings.clone()).await;
-        Self { server: Some(server), settings, dir, url }
+        Self { server: Some(server), cluster: None, settings, dir, url }
     }
 
     async fn boot(settings: Settings) -> (Server, String) {
@@ -56,14 +83,21 @@ impl TestServer {
         (server, url)
     }
 
-    /// Stops the server and starts a new one on the same data directory (new port).
+    /// Stops the server (every process, gracefully) and starts it again on the same data
+    /// (new ports).
     pub async fn restart(&mut self) {
         if let Some(s) = self.server.take() {
             within(s.shutdown()).await;
+            let (server, url) = Self::boot(self.settings.clone()).await;
+            self.server = Some(server);
+            self.url = url;
         }
-        let (server, url) = Self::boot(self.settings.clone()).await;
-        self.server = Some(server);
-        self.url = url;
+        if let Some(mut cluster) = self.cluster.take() {
+            cluster.stop();
+            let cluster = Cluster::start(&self.settings, self.dir.path());
+            self.url = cluster.url();
+            self.cluster = Some(cluster);
+        }
     }
 
     /// The data directory.

@@ -1,6 +1,7 @@
 //! End-to-end tests: a whole Chattr server on port 0, driven through real sockets by the
 //! Rust client. One test binary; modules by area.
 
+mod cluster;
 mod harness;
 
 mod auth;

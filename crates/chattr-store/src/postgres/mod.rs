@@ -17,6 +17,7 @@
 
 mod conversations;
 mod messages;
+mod lease;
 mod outbox;
 mod rows;
 mod users;
@@ -51,6 +52,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations-postgres");
 /// A [`Store`] on a PostgreSQL database.
 pub struct PostgresStore {
     pool: PgPool,
+    /// For connections outside the pool (leases hold one for their lifetime).
+    options: PgConnectOptions,
 }
 
 /// Parses a `postgres://` / `postgresql://` URL (any libpq-style parameters sqlx knows).
@@ -65,17 +68,18 @@ fn options(url: &str) -> StoreResult<PgConnectOptions> {
 /// Connects to the database at `url` (e.g. `postgres://user:pass@host/chattr`), runs
 /// pending migrations, and returns the store.
 pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+    let options = options(url)?;
     let pool = PgPoolOptions::new()
         .max_connections(POOL_SIZE)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         // Connections idle for long are closed so an idle server holds few.
         .idle_timeout(Some(Duration::from_secs(600)))
         // connect_with opens one connection up front: a wrong URL fails here, not later.
-        .connect_with(options(url)?)
+        .connect_with(options.clone())
         .await
         .map_err(|e| StoreError::Backend(format!("connecting to postgres: {e}")))?;
     run_migrations(&pool).await?;
-    Ok(PostgresStore { pool })
+    Ok(PostgresStore { pool, options })
 }
 
 /// Runs pending migrations on the database at `url` and disconnects (for `chattr
@@ -242,6 +246,10 @@ impl Store for PostgresStore {
 
     async fn outbox_mark_published(&self, ids: &[i64]) -> StoreResult<()> {
         outbox::mark_published(self, ids).await
+    }
+
+    async fn acquire_lease(&self, name: &str) -> StoreResult<Box<dyn crate::Lease>> {
+        lease::acquire(self, name).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

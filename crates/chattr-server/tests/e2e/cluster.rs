@@ -1,0 +1,167 @@
+//! The distributed profile: every role of Chattr in its own `chattr` process (auth and
+//! messaging serving gRPC, a gateway reaching them over it, relay and fan-out on the bus),
+//! on PostgreSQL, Redis and Kafka started by the test kit. Each test gets a fresh database,
+//! its own Redis key prefix and its own Kafka topic prefix, so tests share servers but
+//! nothing else.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use chattr_server::Settings;
+use chattr_testkit::process::Supervised;
+
+/// How long a role process may take to start.
+const START_WAIT: Duration = Duration::from_secs(30);
+/// How long a role process may take to stop on SIGTERM.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+/// The access-token secret every auth instance of a test cluster shares.
+const JWT_SECRET: &str = "distributed-profile-test-secret-0123456789";
+
+/// Points `settings` at the shared PostgreSQL (a fresh database), Redis and Kafka, with
+/// prefixes unique to this test.
+pub async fn use_shared_backends(settings: &mut Settings) {
+    let tenant = crate::harness::name("t");
+    settings.store = Some(chattr_testkit::postgres::fresh_database_url().await);
+    settings.cache = format!("{}?prefix={tenant}", chattr_testkit::redis::shared().url());
+    settings.bus = format!("{}?topic_prefix={tenant}.", chattr_testkit::kafka::shared().url());
+}
+
+/// One role process and the addresses it reported.
+pub struct Role {
+    pub process: Supervised,
+    pub http: SocketAddr,
+    pub grpc: Option<SocketAddr>,
+}
+
+/// The processes of one test's cluster.
+pub struct Cluster {
+    pub auth: Vec<Role>,
+    pub messaging: Vec<Role>,
+    pub relay: Vec<Role>,
+    pub fanout: Vec<Role>,
+    pub gateways: Vec<Role>,
+    dir: std::path::PathBuf,
+    generation: u32,
+}
+
+impl Cluster {
+    /// Starts one process per role (auth, messaging, relay, fan-out, gateway).
+    pub fn start(settings: &Settings, dir: &Path) -> Self {
+        Self::start_shape(settings, dir, 1, 1)
+    }
+
+    /// Starts `messaging` messaging instances and `gateways` gateways (plus one auth,
+    /// relay and fan-out), each gateway balancing over every messaging instance.
+    pub fn start_shape(settings: &Settings, dir: &Path, messaging: usize, gateways: usize) -> Self {
+        let mut cluster = Cluster {
+            auth: Vec::new(),
+            messaging: Vec::new(),
+            relay: Vec::new(),
+            fanout: Vec::new(),
+            gateways: Vec::new(),
+            dir: dir.to_owned(),
+            generation: 0,
+        };
+        let config = dir.join("chattr.toml");
+        std::fs::write(&config, settings.to_toml().expect("settings as TOML")).expect("writing config");
+        cluster.generation = next_generation();
+        let grpc = ["--grpc-listen", "127.0.0.1:0"];
+        let mut pending = vec![cluster.spawn("auth", &["--services", "auth"], &grpc)];
+        for i in 0..messaging {
+            pending.push(cluster.spawn(&format!("messaging{i}"), &["--services", "messaging"], &grpc));
+        }
+        pending.push(cluster.spawn("relay", &["--services", "relay"], &[]));
+        pending.push(cluster.spawn("fanout", &["--services", "fanout"], &[]));
+        for process in pending {
+            let role = ready(process);
+            match role.process.name() {
+                "auth" => cluster.auth.push(role),
+                "relay" => cluster.relay.push(role),
+                "fanout" => cluster.fanout.push(role),
+                _ => cluster.messaging.push(role),
+            }
+        }
+        for i in 0..gateways {
+            let gateway = cluster.spawn_gateway(i);
+            cluster.gateways.push(ready(gateway));
+        }
+        cluster
+    }
+
+    /// Starts gateway number `i` (a new process) against the running services.
+    pub fn spawn_gateway(&self, i: usize) -> Supervised {
+        let auth = addrs(&self.auth);
+        let messaging = addrs(&self.messaging);
+        self.spawn(
+            &format!("gateway{i}"),
+            &["--services", "gateway"],
+            &["--auth-addrs", &auth, "--messaging-addrs", &messaging],
+        )
+    }
+
+    fn spawn(&self, name: &str, services: &[&str], extra: &[&str]) -> Supervised {
+        let mut args: Vec<String> = vec!["serve".into(), "--config".into()];
+        args.push(self.dir.join("chattr.toml").display().to_string());
+        args.extend(["--listen", "127.0.0.1:0"].map(String::from));
+        args.extend(services.iter().chain(extra).map(|s| s.to_string()));
+        let envs = vec![
+            ("CHATTR__JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ];
+        let name = format!("{name}-g{}", self.generation);
+        Supervised::spawn(&name, Path::new(env!("CARGO_BIN_EXE_chattr")), &args, &envs, &self.dir)
+    }
+
+    /// The URL of the first gateway.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.gateways[0].http)
+    }
+
+    /// Every process, for checks over all of them.
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.auth.iter().chain(&self.messaging).chain(&self.relay).chain(&self.fanout).chain(&self.gateways)
+    }
+
+    /// SIGTERM to every process, gateways first; each must exit within [`STOP_WAIT`].
+    pub fn stop(&mut self) {
+        for role in self
+            .gateways
+            .iter_mut()
+            .chain(&mut self.auth)
+            .chain(&mut self.messaging)
+            .chain(&mut self.relay)
+            .chain(&mut self.fanout)
+        {
+            let name = role.process.name().to_owned();
+            assert!(role.process.terminate(STOP_WAIT), "{name} did not stop on SIGTERM within {STOP_WAIT:?}");
+        }
+    }
+}
+
+fn addrs(roles: &[Role]) -> String {
+    roles.iter().filter_map(|r| r.grpc).map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn next_generation() -> u32 {
+    static GENERATION: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Waits for the process's `chattr listening http=… grpc=…` line.
+pub fn ready(mut process: Supervised) -> Role {
+    let (http, grpc) = process.wait_for_line(START_WAIT, |line| {
+        let rest = line.split("chattr listening ").nth(1)?;
+        let mut http = None;
+        let mut grpc = None;
+        for field in rest.split_whitespace() {
+            if let Some(v) = field.strip_prefix("http=") {
+                http = v.parse::<SocketAddr>().ok();
+            } else if let Some(v) = field.strip_prefix("grpc=") {
+                grpc = Some(v.parse::<SocketAddr>().ok());
+            }
+        }
+        Some((http?, grpc?))
+    });
+    Role { process, http, grpc }
+}
