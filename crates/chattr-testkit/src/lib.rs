@@ -3,6 +3,8 @@
 //!
 //! - [`postgres::fresh_database_url`]: a new database on this process's PostgreSQL.
 //! - [`redis::shared`] / [`redis::RedisServer`]: a private `redis-server`.
+//! - [`kafka::shared`] / [`kafka::KafkaServer`]: a private `tansu` Kafka-protocol broker.
 
+pub mod kafka;
 pub mod postgres;
 pub mod redis;
