@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Chattr's whole test suite on a fresh Debian machine with Rust.
-# It installs whatever the tests need (a C compiler for the bundled SQLite; Chromium, Node
-# and fonts for the browser tests), then runs every unit, conformance and end-to-end test
-# of the workspace, then the web app's tests in headless Chromium.
+# It installs whatever the tests need (a C compiler and make for the bundled SQLite and
+# librdkafka; the tansu Kafka broker; Chromium, Node and fonts for the browser tests), then
+# runs every unit, conformance and end-to-end test of the workspace, then the web app's
+# tests in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +17,10 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 # What the tests start for real: Redis and PostgreSQL (Debian packages; the tests run
-# private instances on free ports, so the system services stay off), and a C compiler for
-# the bundled SQLite.
+# private instances on free ports, so the system services stay off), and a C compiler and
+# make for the bundled SQLite and librdkafka.
 need_apt=()
-command -v cc >/dev/null || need_apt+=(build-essential)
+{ command -v cc && command -v make; } >/dev/null || need_apt+=(build-essential)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -27,6 +28,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# The Kafka bus tests start a private tansu broker (a Kafka-protocol broker from crates.io).
+./scripts/install-tansu.sh
+export CHATTR_TANSU="${CHATTR_TANSU:-${CHATTR_TOOLS:-$HOME/.cache/chattr-tools}/bin/tansu}"
 
 cargo test --workspace --all-targets --locked "$@"
 ./scripts/browser-tests.sh

@@ -1,11 +1,12 @@
 //! The durable event bus between services: topics split into partitions by key (order per
 //! key), consumer groups with committed offsets, at-least-once delivery.
 //!
-//! [`inproc::InProcBus`] is the reference and embedded impl; Kafka arrives later behind
-//! the same trait. Every impl must pass the suite in [`conformance`].
+//! [`inproc::InProcBus`] is the reference and embedded impl; [`kafka::KafkaBus`] runs on
+//! any Kafka-protocol broker. Every impl must pass the suite in [`conformance`].
 
 pub mod conformance;
 pub mod inproc;
+pub mod kafka;
 
 use std::sync::Arc;
 
@@ -98,10 +99,14 @@ pub trait BusConsumer: Send {
     async fn commit(&mut self, record: &BusRecord) -> BusResult<()>;
 }
 
-/// Opens the bus named by a URL: `inproc://`.
+/// Opens the bus named by a URL: `inproc://`, or `kafka://host:port[,host:port…][?options]`
+/// (see [`kafka::settings::KafkaSettings::parse`]). Kafka connects lazily: a broker that is
+/// down shows in [`Bus::ping`] and in the calls, not here.
 pub fn open(url: &str) -> BusResult<DynBus> {
     if url.starts_with("inproc://") {
         Ok(Arc::new(inproc::InProcBus::default()))
+    } else if url.starts_with("kafka://") {
+        Ok(Arc::new(kafka::KafkaBus::open(url)?))
     } else {
         Err(BusError::Backend(format!("unsupported bus url: {url}")))
     }

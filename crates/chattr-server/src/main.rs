@@ -45,7 +45,7 @@ struct ServeArgs {
     /// Store URL: sqlite://PATH or memory:// (default sqlite://<data-dir>/chattr.db).
     #[arg(long, env = "CHATTR_STORE")]
     store: Option<String>,
-    /// Bus URL (default inproc://).
+    /// Bus URL: inproc:// or kafka://HOST:PORT[,HOST:PORT…] (default inproc://).
     #[arg(long, env = "CHATTR_BUS")]
     bus: Option<String>,
     /// Cache URL (default memory://).

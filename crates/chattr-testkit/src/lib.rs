@@ -3,8 +3,10 @@
 //!
 //! - [`postgres::fresh_database_url`]: a new database on this process's PostgreSQL.
 //! - [`redis::shared`] / [`redis::RedisServer`]: a private `redis-server`.
+//! - [`kafka::shared`] / [`kafka::KafkaServer`]: a private `tansu` Kafka-protocol broker.
 //! - [`process::Supervised`]: the project's own binaries as supervised processes.
 
+pub mod kafka;
 pub mod postgres;
 pub mod process;
 pub mod redis;
