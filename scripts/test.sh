@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs Chattr's whole test suite on a fresh Debian machine with Rust.
+# The end-to-end suite runs twice: embedded profile, then distributed profile.
 # It installs whatever the tests need (a C compiler and make for the bundled SQLite and
 # librdkafka; the tansu Kafka broker; Chromium, Node and fonts for the browser tests), then
 # runs every unit, conformance and end-to-end test of the workspace, then the web app's
@@ -33,5 +34,10 @@ fi
 ./scripts/install-tansu.sh
 export CHATTR_TANSU="${CHATTR_TANSU:-${CHATTR_TOOLS:-$HOME/.cache/chattr-tools}/bin/tansu}"
 
+# Every test, the end-to-end suite in the embedded profile (one process, SQLite, in-process
+# bus and cache)...
 cargo test --workspace --all-targets --locked "$@"
+# ...then the end-to-end suite again in the distributed profile: every role in its own
+# process, over gRPC, on PostgreSQL + Redis + Kafka.
+CHATTR_E2E_PROFILE=distributed cargo test -p chattr-server --test e2e --locked "$@"
 ./scripts/browser-tests.sh

@@ -102,10 +102,8 @@ impl KafkaBus {
             let headers = record.headers.iter().fold(OwnedHeaders::new(), |headers, (name, value)| {
                 headers.insert(Header { key: name, value: Some(value.as_str()) })
             });
-            let kafka_record = FutureRecord::to(topic)
-                .key(&record.key)
-                .payload(record.payload.as_ref())
-                .headers(headers);
+            let kafka_record =
+                FutureRecord::to(topic).key(&record.key).payload(record.payload.as_ref()).headers(headers);
             match producer.send_result(kafka_record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))

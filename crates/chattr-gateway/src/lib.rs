@@ -53,6 +53,8 @@ pub struct GatewayState {
     pub(crate) ops: Ops,
     /// Flips to true on shutdown; sockets close with 1001 (resumable).
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Open sockets, awaited on shutdown.
+    pub(crate) sockets: Arc<ws::Sockets>,
 }
 
 impl GatewayState {
@@ -66,7 +68,15 @@ impl GatewayState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, String> {
         let hub = Hub::start_with(cache, settings.pubsub_capacity, settings.queue_capacity).await?;
-        Ok(Self { auth, messaging, hub, settings: Arc::new(settings), ops, shutdown })
+        Ok(Self {
+            auth,
+            messaging,
+            hub,
+            settings: Arc::new(settings),
+            ops,
+            shutdown,
+            sockets: Arc::default(),
+        })
     }
 }
 
@@ -97,13 +107,22 @@ pub fn router(state: GatewayState) -> Router {
     routes::router(state)
 }
 
+/// How long shutdown waits for sockets to finish their goodbye (1001) before giving up.
+const SOCKETS_CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serves the gateway on `listener` until `shutdown` resolves, then closes sockets
-/// (1001, resumable) and drains in-flight requests.
+/// (1001, resumable), drains in-flight requests and waits (bounded) until every socket has
+/// sent its close frame, so a process exiting right after loses no goodbye.
 pub async fn serve(
     listener: TcpListener,
     state: GatewayState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let sockets = state.sockets.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    if tokio::time::timeout(SOCKETS_CLOSE_WAIT, sockets.all_closed()).await.is_err() {
+        tracing::warn!("sockets still open {SOCKETS_CLOSE_WAIT:?} after shutdown; exiting anyway");
+    }
+    served
 }

@@ -37,13 +37,13 @@ struct Fanout {
 /// Runs fan-out until `shutdown` resolves.
 pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut conversations = match subscribe(&bus, TOPIC_CONVERSATIONS).await {
-        Some(c) => c,
-        None => return,
+    let mut conversations = tokio::select! {
+        _ = &mut shutdown => return,
+        c = subscribe(&bus, TOPIC_CONVERSATIONS) => c,
     };
-    let mut users = match subscribe(&bus, TOPIC_USERS).await {
-        Some(c) => c,
-        None => return,
+    let mut users = tokio::select! {
+        _ = &mut shutdown => return,
+        c = subscribe(&bus, TOPIC_USERS) => c,
     };
     let mut fanout = Fanout { store, cache, members: HashMap::new() };
     loop {
@@ -76,12 +76,18 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
     }
 }
 
-async fn subscribe(bus: &DynBus, topic: &str) -> Option<Box<dyn BusConsumer>> {
-    match bus.subscribe(topic, GROUP, StartFrom::Earliest).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warn!(error = %e, topic, "fan-out cannot subscribe");
-            None
+/// Joins the fan-out group of `topic`, retrying until the bus answers (a bus that is down
+/// at start delays fan-out; it must not end it). Each topic has its own group
+/// (`fanout.<topic>`), so joining one never waits for a rebalance of the other.
+async fn subscribe(bus: &DynBus, topic: &str) -> Box<dyn BusConsumer> {
+    let group = format!("{GROUP}.{topic}");
+    loop {
+        match bus.subscribe(topic, &group, StartFrom::Earliest).await {
+            Ok(c) => return c,
+            Err(e) => {
+                warn!(error = %e, topic, "fan-out cannot subscribe, retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
         }
     }
 }

@@ -280,7 +280,8 @@ async fn a_lease_has_one_holder_across_stores_and_passes_on_when_released_or_kil
     // Another name is independent.
     let _other = one.acquire_lease("something-else").await.expect("other lease");
     drop(first);
-    let (_two, mut second) = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("handover").unwrap();
+    let (_two, mut second) =
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("handover").unwrap();
     let admin = sqlx::PgPool::connect(&url).await.expect("admin connection");
 
     // Killing the holder's connection (a crashed or partitioned holder) ends its lease:

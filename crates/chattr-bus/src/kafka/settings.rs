@@ -57,7 +57,9 @@ impl KafkaSettings {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             if name == "topic_prefix" {
                 // Kafka topic names are [a-zA-Z0-9._-]{1,249}.
-                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                if value.is_empty()
+                    || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
                     return Err(invalid("topic_prefix may only hold [a-zA-Z0-9._-]".into()));
                 }
                 settings.topic_prefix = value.to_owned();

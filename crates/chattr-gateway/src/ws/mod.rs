@@ -27,7 +27,50 @@ pub async fn upgrade(
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(settings.max_ws_message_bytes)
         .max_frame_size(settings.max_ws_message_bytes)
-        .on_upgrade(move |socket| connection::run(socket, state))
+        .on_upgrade(move |socket| {
+            let open = state.sockets.open();
+            async move {
+                connection::run(socket, state).await;
+                drop(open);
+            }
+        })
+}
+
+/// Counts the open sockets, so shutdown can wait for them to say goodbye: upgraded
+/// connections live outside the HTTP server's graceful shutdown.
+#[derive(Default)]
+pub struct Sockets {
+    open: std::sync::atomic::AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+/// One open socket; dropping it counts the socket closed.
+pub struct OpenSocket(std::sync::Arc<Sockets>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+impl Sockets {
+    fn open(self: &std::sync::Arc<Self>) -> OpenSocket {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenSocket(self.clone())
+    }
+
+    /// Waits until no socket is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
 }
 
 fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {

@@ -75,7 +75,8 @@ impl Cluster {
         pending.push(cluster.spawn("fanout", &["--services", "fanout"], &[]));
         for process in pending {
             let role = ready(process);
-            match role.process.name() {
+            let kind = role.process.name().split('-').next().unwrap_or_default().to_owned();
+            match kind.as_str() {
                 "auth" => cluster.auth.push(role),
                 "relay" => cluster.relay.push(role),
                 "fanout" => cluster.fanout.push(role),

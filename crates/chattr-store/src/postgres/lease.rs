@@ -65,7 +65,8 @@ impl Lease for PgLease {
         let Some(conn) = self.conn.as_mut() else { return "lease already lost".to_owned() };
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
-            let check = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&mut *conn)).await;
+            let check =
+                tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&mut *conn)).await;
             let reason = match check {
                 Ok(Ok(_)) => continue,
                 Ok(Err(e)) => format!("lease connection failed: {e}"),

@@ -16,8 +16,8 @@
 //! (the `outbox` submodule has the details); across keys, order is approximate.
 
 mod conversations;
-mod messages;
 mod lease;
+mod messages;
 mod outbox;
 mod rows;
 mod users;
