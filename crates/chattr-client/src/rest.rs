@@ -1,5 +1,6 @@
 //! [`Client`]: the REST side, holding tokens.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chattr_api::v1::*;
@@ -15,7 +16,10 @@ use crate::{ClientError, ClientResult, Connection};
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: url::Url,
+    /// Every gateway this client may use; `current` indexes the one in use. A gateway that
+    /// refuses connections is left for the next (failover), round the list.
+    servers: Arc<[url::Url]>,
+    current: Arc<AtomicUsize>,
     session: Arc<Mutex<Option<AuthResponse>>>,
     /// One refresh at a time: two concurrent refreshes with the same token would look like
     /// token theft to the server and revoke the session.
@@ -29,23 +33,46 @@ pub type TokenListener = Arc<dyn Fn(&AuthResponse) + Send + Sync>;
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> ClientResult<Self> {
-        let base = url::Url::parse(base).map_err(|e| ClientError::Transport(format!("bad url: {e}")))?;
+        Self::with_servers(&[base])
+    }
+
+    /// A client for a deployment with several gateways: it uses the first and fails over
+    /// to the next whenever the one in use cannot be reached (requests that never reached
+    /// a server are retried on the next one; sockets reconnect there).
+    pub fn with_servers(bases: &[&str]) -> ClientResult<Self> {
+        let servers = bases
+            .iter()
+            .map(|b| url::Url::parse(b).map_err(|e| ClientError::Transport(format!("bad url {b:?}: {e}"))))
+            .collect::<ClientResult<Vec<_>>>()?;
+        if servers.is_empty() {
+            return Err(ClientError::Transport("no server url given".to_owned()));
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("chattr-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(Self {
             http,
-            base,
+            servers: servers.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             session: Arc::new(Mutex::new(None)),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
             on_tokens: Arc::new(Mutex::new(None)),
         })
     }
 
-    /// The server's base URL.
+    /// The base URL of the server in use.
     pub fn base(&self) -> &url::Url {
-        &self.base
+        &self.servers[self.current.load(Ordering::Relaxed) % self.servers.len()]
+    }
+
+    /// Moves on to the next server after `failed` could not be reached (unless another
+    /// task already did).
+    fn fail_over(&self, failed: &url::Url) {
+        let now = self.current.load(Ordering::Relaxed);
+        if self.servers.len() > 1 && &self.servers[now % self.servers.len()] == failed {
+            let _ = self.current.compare_exchange(now, now + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
     /// The current tokens, if signed in.
@@ -100,15 +127,33 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> ClientResult<(StatusCode, Vec<u8>)> {
-        let url = self.base.join(path).map_err(|e| ClientError::Transport(e.to_string()))?;
-        let mut req = self.http.request(method, url);
-        if let Some(token) = self.access_token() {
-            req = req.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-        }
-        let resp = req.send().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        // A request that could not connect never reached a server: try the next one (each
+        // server once). Anything else is answered by the caller.
+        let mut attempts = self.servers.len();
+        let resp = loop {
+            let base = self.base().clone();
+            let url = base.join(path).map_err(|e| ClientError::Transport(e.to_string()))?;
+            let mut req = self.http.request(method.clone(), url);
+            if let Some(token) = self.access_token() {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = &body {
+                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+            }
+            match req.send().await {
+                Ok(resp) => break resp,
+                Err(e) if e.is_connect() && attempts > 1 => {
+                    attempts -= 1;
+                    self.fail_over(&base);
+                }
+                Err(e) => {
+                    if e.is_connect() {
+                        self.fail_over(&base);
+                    }
+                    return Err(ClientError::Transport(e.to_string()));
+                }
+            }
+        };
         let status = resp.status();
         let retry_after = resp
             .headers()
@@ -329,7 +374,15 @@ impl Client {
         cursors: std::collections::BTreeMap<Uuid, u64>,
     ) -> ClientResult<(Connection, ServerFrame)> {
         let token = self.access_token().ok_or(ClientError::NotSignedIn)?;
-        let mut conn = Connection::open(&self.base).await?;
+        let base = self.base().clone();
+        let mut conn = match Connection::open(&base).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The next attempt (Live reconnects with backoff) goes to the next server.
+                self.fail_over(&base);
+                return Err(e);
+            }
+        };
         conn.send(&ClientFrame::Auth { token, cursors }).await?;
         let ready = conn.next().await?;
         match ready {

@@ -21,7 +21,7 @@ const JWT_SECRET: &str = "distributed-profile-test-secret-0123456789";
 /// Points `settings` at the shared PostgreSQL (a fresh database), Redis and Kafka, with
 /// prefixes unique to this test.
 pub async fn use_shared_backends(settings: &mut Settings) {
-    let tenant = crate::harness::name("t");
+    let tenant = tenant_name();
     settings.store = Some(chattr_testkit::postgres::fresh_database_url().await);
     settings.cache = format!("{}?prefix={tenant}", chattr_testkit::redis::shared().url());
     settings.bus = format!("{}?topic_prefix={tenant}.", chattr_testkit::kafka::shared().url());
@@ -124,7 +124,8 @@ impl Cluster {
         self.auth.iter().chain(&self.messaging).chain(&self.relay).chain(&self.fanout).chain(&self.gateways)
     }
 
-    /// SIGTERM to every process, gateways first; each must exit within [`STOP_WAIT`].
+    /// SIGTERM to every process still running (a test may have killed some), gateways
+    /// first; each must exit within [`STOP_WAIT`].
     pub fn stop(&mut self) {
         for role in self
             .gateways
@@ -134,6 +135,9 @@ impl Cluster {
             .chain(&mut self.relay)
             .chain(&mut self.fanout)
         {
+            if !role.process.is_running() {
+                continue;
+            }
             let name = role.process.name().to_owned();
             assert!(role.process.terminate(STOP_WAIT), "{name} did not stop on SIGTERM within {STOP_WAIT:?}");
         }
@@ -142,6 +146,13 @@ impl Cluster {
 
 fn addrs(roles: &[Role]) -> String {
     roles.iter().filter_map(|r| r.grpc).map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// A name unique to this test (key and topic prefix).
+pub fn tenant_name() -> String {
+    static TENANT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = TENANT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("t{}x{n}", std::process::id())
 }
 
 fn next_generation() -> u32 {

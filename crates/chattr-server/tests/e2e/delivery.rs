@@ -207,7 +207,10 @@ async fn a_slow_reader_is_disconnected_resumably_and_loses_nothing() {
     // drops), however large the kernel's socket buffers are.
     let body = "z".repeat(4000);
     let mut total = 0u64;
-    within(async {
+    // How many sends that takes depends on the kernel's socket buffers, and their speed on
+    // the shape (a distributed send crosses gRPC and PostgreSQL): a wide bound, not a timing.
+    let wide = std::time::Duration::from_secs(120);
+    tokio::time::timeout(wide, async {
         loop {
             for _ in 0..50 {
                 total += 1;
@@ -219,7 +222,8 @@ async fn a_slow_reader_is_disconnected_resumably_and_loses_nothing() {
             assert!(total < 50_000, "the slow socket was never disconnected");
         }
     })
-    .await;
+    .await
+    .expect("the slow socket was disconnected in time");
     // Bob reads what reached him: in order, then the end of the socket.
     let mut last = 0;
     within(async {

@@ -1,0 +1,351 @@
+//! The cluster test: Chattr in its distributed shape — 2 gateways, 2 messaging, 1 auth,
+//! relay and fan-out, each its own process — on PostgreSQL, Redis and Kafka, under a
+//! verifying chat workload, through four faults:
+//!
+//! 1. `kill -9` of a gateway: its clients fail over to the other gateway and resume;
+//! 2. `kill -9` of a messaging instance: gateways fail over; sends in flight are retried
+//!    (same `client_msg_id`) and succeed once;
+//! 3. a Redis restart: pub/sub is lost meanwhile, heartbeats reveal the gap, clients fill it;
+//! 4. a Kafka broker restart (durable engine): the relay and fan-out carry on.
+//!
+//! Every acknowledged message must reach every member exactly once, in order. The report
+//! (printed; run with `--nocapture` to see it) gives per fault: lost, duplicated, out of
+//! order, and the time until delivery resumed.
+
+#[path = "e2e/cluster.rs"]
+#[allow(dead_code)] // The e2e profile uses the rest of it.
+mod cluster;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chattr_client::{Client, LiveEvent};
+use chattr_server::Settings;
+use chattr_testkit::kafka::KafkaServer;
+use chattr_testkit::redis::RedisServer;
+use parking_lot::Mutex;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use cluster::Cluster;
+
+const PASSWORD: &str = "correct horse battery";
+/// Users of the workload; the first half start on gateway 0, the rest on gateway 1.
+const USERS: usize = 6;
+/// Pause between two sends of one user.
+const SEND_EVERY: Duration = Duration::from_millis(40);
+/// Bound for the whole cluster to deliver everything after the last fault.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// One acknowledged message.
+#[derive(Debug, Clone)]
+struct Acked {
+    conversation: Uuid,
+    seq: u64,
+    client_msg_id: String,
+    at: Instant,
+}
+
+/// Everything the workload observed, shared by its tasks.
+#[derive(Default)]
+struct Ledger {
+    acked: Vec<Acked>,
+    /// Per user: every delivery (conversation, seq, client_msg_id, when), in arrival order.
+    received: HashMap<usize, Vec<(Uuid, u64, String, Instant)>>,
+    /// Send attempts that failed and were retried with the same id.
+    send_retries: u64,
+}
+
+/// A fault and when it happened.
+struct Fault {
+    name: &'static str,
+    at: Instant,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
+    // ---- the cluster: own Redis and Kafka (they get restarted), a fresh database ----
+    let mut redis = RedisServer::start(None);
+    let mut kafka = KafkaServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::for_test(dir.path());
+    settings.store = Some(chattr_testkit::postgres::fresh_database_url().await);
+    settings.cache = redis.url();
+    settings.bus = format!("{}?delivery_timeout_ms=10000", kafka.url());
+    // Heartbeats carry each conversation's newest seq: the clients' gap detector.
+    settings.gateway.heartbeat_secs = 1;
+    // Generous limits: the workload is fast, and the point is faults, not floods.
+    settings.gateway.frames_per_second = 1000;
+    settings.gateway.frame_burst = 1000;
+    let mut cluster = Cluster::start_shape(&settings, dir.path(), 2, 2);
+    let gateways: Vec<String> = cluster.gateways.iter().map(|g| format!("http://{}", g.http)).collect();
+
+    // ---- users, spread over both gateways, in directs and groups ----
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        let order: Vec<&str> =
+            if i < USERS / 2 { vec![&gateways[0], &gateways[1]] } else { vec![&gateways[1], &gateways[0]] };
+        let client = Client::with_servers(&order).unwrap();
+        client.signup(&format!("{}u{i}", cluster::tenant_name()), PASSWORD).await.unwrap();
+        clients.push(client);
+    }
+    let ids: Vec<Uuid> = clients.iter().map(|c| c.me().unwrap().id).collect();
+    let mut members: HashMap<Uuid, Vec<usize>> = HashMap::new();
+    for (a, b) in [(0, 3), (1, 4), (2, 5), (0, 1), (4, 5)] {
+        let conv = clients[a].direct(ids[b]).await.unwrap();
+        members.insert(conv.id, vec![a, b]);
+    }
+    let everyone: Vec<Uuid> = ids[1..].to_vec();
+    let all = clients[0].group("everyone", &everyone).await.unwrap();
+    members.insert(all.id, (0..USERS).collect());
+    let some = clients[1].group("some", &[ids[2], ids[3], ids[4]]).await.unwrap();
+    members.insert(some.id, vec![1, 2, 3, 4]);
+    let members = Arc::new(members);
+
+    // ---- the workload ----
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    // Every member is connected before anyone sends: a connection starts at the newest
+    // seq of each conversation, so earlier messages are history, not deliveries.
+    let mut lives = Vec::new();
+    for client in &clients {
+        lives.push(chattr_client::Live::start(client.clone(), BTreeMap::new()).await.unwrap());
+    }
+    for ((i, client), mut live) in clients.iter().enumerate().zip(lives) {
+        let mine: Vec<Uuid> = members.iter().filter(|(_, m)| m.contains(&i)).map(|(c, _)| *c).collect();
+        // Receiver: records every delivery; pages history on a resync.
+        let (ledger_rx, client_rx) = (ledger.clone(), client.clone());
+        let (commands, mut sends) = tokio::sync::mpsc::channel::<(
+            Uuid,
+            String,
+            tokio::sync::oneshot::Sender<Result<chattr_api::v1::Message, String>>,
+        )>(1);
+        tasks.spawn(async move {
+            let mut cursors: HashMap<Uuid, u64> = HashMap::new();
+            let mut sending = true;
+            loop {
+                tokio::select! {
+                    event = live.next() => match event {
+                        Some(LiveEvent::Message(m)) => {
+                            cursors.insert(m.conversation_id, m.seq);
+                            ledger_rx.lock().received.entry(i).or_default().push((m.conversation_id, m.seq, m.client_msg_id, Instant::now()));
+                        }
+                        Some(LiveEvent::Resync { conversation_id, last_seq }) => {
+                            let mut after = cursors.get(&conversation_id).copied().unwrap_or(0);
+                            while after < last_seq {
+                                let Ok(page) = client_rx.history(conversation_id, Some(after), None, Some(100)).await else {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    continue;
+                                };
+                                let now = Instant::now();
+                                let mut ledger = ledger_rx.lock();
+                                for m in page {
+                                    after = m.seq;
+                                    ledger.received.entry(i).or_default().push((m.conversation_id, m.seq, m.client_msg_id, now));
+                                }
+                            }
+                            cursors.insert(conversation_id, after);
+                        }
+                        Some(LiveEvent::Closed(reason)) => panic!("user {i}: live connection ended: {reason}"),
+                        Some(_) => {}
+                        None => return,
+                    },
+                    send = sends.recv(), if sending => match send {
+                        Some((conversation, id, reply)) => {
+                            let result = live.send_with_id(conversation, &id, &format!("body of {id}")).await;
+                            let _ = reply.send(result.map_err(|e| e.to_string()));
+                        }
+                        // The sender is done; deliveries keep coming.
+                        None => sending = false,
+                    },
+                }
+            }
+        });
+        // Sender: round-robin over the user's conversations, unique ids, every ack recorded;
+        // a failed send is retried with the same id until it is acknowledged.
+        let (ledger_tx, stop, stopping) = (ledger.clone(), stop.clone(), stopping.clone());
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let conversation = mine[n as usize % mine.len()];
+                let id = format!("u{i}-{n}");
+                n += 1;
+                loop {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    commands.send((conversation, id.clone(), reply)).await.expect("receiver alive");
+                    match answer.await.expect("answered") {
+                        Ok(m) => {
+                            assert_eq!(m.client_msg_id, id);
+                            ledger_tx.lock().acked.push(Acked {
+                                conversation,
+                                seq: m.seq,
+                                client_msg_id: id,
+                                at: Instant::now(),
+                            });
+                            break;
+                        }
+                        Err(_) => {
+                            ledger_tx.lock().send_retries += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stop.notified() => {}
+                    _ = tokio::time::sleep(SEND_EVERY) => {}
+                }
+            }
+        });
+    }
+
+    // ---- faults, under traffic ----
+    let mut faults = Vec::new();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    faults.push(Fault { name: "kill -9 gateway 0", at: Instant::now() });
+    blocking(|| cluster.gateways[0].process.kill());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    faults.push(Fault { name: "kill -9 messaging 0", at: Instant::now() });
+    blocking(|| cluster.messaging[0].process.kill());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    faults.push(Fault { name: "restart Redis", at: Instant::now() });
+    let port = redis.port();
+    blocking(|| {
+        redis.stop();
+        redis = RedisServer::start(Some(port));
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    faults.push(Fault { name: "restart Kafka", at: Instant::now() });
+    blocking(|| kafka.restart());
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // ---- stop sending; wait until every member has every acknowledged message ----
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.notify_waiters();
+    let expected = |ledger: &Ledger| {
+        let mut want: HashMap<usize, usize> = HashMap::new();
+        for a in &ledger.acked {
+            for &m in &members[&a.conversation] {
+                *want.entry(m).or_default() += 1;
+            }
+        }
+        want
+    };
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let done = {
+            let ledger = ledger.lock();
+            let want = expected(&ledger);
+            (0..USERS).all(|u| {
+                let got: HashSet<(Uuid, u64)> = ledger
+                    .received
+                    .get(&u)
+                    .map(|r| r.iter().map(|(c, s, _, _)| (*c, *s)).collect())
+                    .unwrap_or_default();
+                got.len() >= want.get(&u).copied().unwrap_or(0)
+            })
+        };
+        if done || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let late duplicates, if any, show up before judging.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ledger = ledger.lock();
+
+    // ---- verdict ----
+    let acked_by_conv: HashMap<(Uuid, u64), &Acked> =
+        ledger.acked.iter().map(|a| ((a.conversation, a.seq), a)).collect();
+    assert_eq!(acked_by_conv.len(), ledger.acked.len(), "two acks with one (conversation, seq)");
+    let ids_seen: HashSet<&str> = ledger.acked.iter().map(|a| a.client_msg_id.as_str()).collect();
+    assert_eq!(ids_seen.len(), ledger.acked.len(), "a client_msg_id was acknowledged twice");
+    let mut report = Vec::new();
+    let mut windows: Vec<(&str, Instant, Instant)> = Vec::new();
+    for (k, f) in faults.iter().enumerate() {
+        let end = faults.get(k + 1).map_or_else(|| Instant::now() + Duration::from_secs(3600), |n| n.at);
+        windows.push((f.name, f.at, end));
+    }
+    let window_of = |at: Instant| windows.iter().rposition(|(_, start, _)| at >= *start);
+    let mut lost = vec![0u64; faults.len() + 1];
+    let mut duplicated = vec![0u64; faults.len() + 1];
+    let mut disordered = vec![0u64; faults.len() + 1];
+    for u in 0..USERS {
+        let received = ledger.received.get(&u).cloned().unwrap_or_default();
+        let mut last: HashMap<Uuid, u64> = HashMap::new();
+        let mut seen: HashSet<(Uuid, u64)> = HashSet::new();
+        for (conv, seq, client_msg_id, at) in &received {
+            let w = window_of(*at).map_or(0, |w| w + 1);
+            if !seen.insert((*conv, *seq)) {
+                duplicated[w] += 1;
+            }
+            if last.get(conv).is_some_and(|l| *l >= *seq) {
+                disordered[w] += 1;
+            }
+            last.insert(*conv, *seq);
+            if let Some(a) = acked_by_conv.get(&(*conv, *seq)) {
+                assert_eq!(&a.client_msg_id, client_msg_id, "user {u} got another body at {conv}/{seq}");
+            }
+        }
+        for a in &ledger.acked {
+            if members[&a.conversation].contains(&u) && !seen.contains(&(a.conversation, a.seq)) {
+                lost[window_of(a.at).map_or(0, |w| w + 1)] += 1;
+            }
+        }
+    }
+    // Time until delivery resumed: from the fault until the last user to get one received
+    // a message sent after the fault (every user is in several conversations, so each
+    // one's deliveries must have recovered, not just those of unaffected conversations).
+    let sent_at: HashMap<(Uuid, u64), Instant> =
+        ledger.acked.iter().map(|a| ((a.conversation, a.seq), a.at)).collect();
+    for (k, f) in faults.iter().enumerate() {
+        let first_per_user: Option<Vec<Instant>> = (0..USERS)
+            .map(|u| {
+                ledger
+                    .received
+                    .get(&u)?
+                    .iter()
+                    .filter(|(c, q, _, _)| sent_at.get(&(*c, *q)).is_some_and(|t| *t >= f.at))
+                    .map(|r| r.3)
+                    .min()
+            })
+            .collect();
+        let resumed =
+            first_per_user.and_then(|firsts| firsts.into_iter().max()).map(|t| t.duration_since(f.at));
+        report.push(format!(
+            "{:<22} lost {}, duplicated {}, out of order {}, delivery resumed after {}",
+            f.name,
+            lost[k + 1],
+            duplicated[k + 1],
+            disordered[k + 1],
+            resumed.map_or("never".to_owned(), |d| format!("{} ms", d.as_millis())),
+        ));
+    }
+    println!(
+        "cluster test: {} messages acknowledged, {} deliveries, {} send retries\n  before faults          lost {}, duplicated {}, out of order {}\n  {}",
+        ledger.acked.len(),
+        ledger.received.values().map(Vec::len).sum::<usize>(),
+        ledger.send_retries,
+        lost[0],
+        duplicated[0],
+        disordered[0],
+        report.join("\n  ")
+    );
+    assert!(ledger.acked.len() > 200, "the workload barely ran: {} acks", ledger.acked.len());
+    assert_eq!(lost.iter().sum::<u64>(), 0, "lost messages: {report:#?}");
+    assert_eq!(duplicated.iter().sum::<u64>(), 0, "duplicated messages: {report:#?}");
+    assert_eq!(disordered.iter().sum::<u64>(), 0, "out of order: {report:#?}");
+    for (k, f) in faults.iter().enumerate() {
+        assert!(report[k].contains(" ms"), "delivery never resumed after {}", f.name);
+    }
+    drop(ledger);
+    tasks.abort_all();
+    blocking(|| cluster.stop());
+}
+
+/// Runs a blocking test-kit call (process control) without stalling the runtime's workers.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
