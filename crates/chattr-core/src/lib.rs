@@ -1,7 +1,9 @@
 //! Chattr's domain: validated values (parse, don't validate), ids and the domain events
-//! that travel through the outbox and the bus. No I/O lives here.
+//! that travel through the outbox and the bus, and the trace context that follows a
+//! request across hops. No I/O lives here.
 
 pub mod events;
+pub mod trace;
 pub mod validate;
 
 pub use validate::{ClientMsgId, MessageBody, Password, Title, Username, ValidationError};

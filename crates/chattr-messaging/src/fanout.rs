@@ -12,10 +12,11 @@ use chattr_api::v1::ServerFrame;
 use chattr_bus::{BusConsumer, BusRecord, DynBus, StartFrom};
 use chattr_cache::DynCache;
 use chattr_core::events::{Event, EVENT_SCHEMA_VERSION, TOPIC_CONVERSATIONS, TOPIC_USERS};
+use chattr_core::trace::TraceContext;
 use chattr_core::{ConversationId, UserId};
 use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
 use chattr_store::DynStore;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::views::conversation_view;
 
@@ -60,8 +61,12 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
                 continue;
             }
         };
+        // The hop continues the trace of the request that wrote the event (Kafka header).
+        let trace = record.header("traceparent").and_then(TraceContext::parse).map(|c| c.child());
+        let trace = trace.unwrap_or_else(TraceContext::new_root);
+        debug!(trace_id = %trace.trace_hex(), topic = %record.topic, offset = record.offset, "fanning out");
         // Retry one record until it is delivered to pub/sub: skipping it would lose it.
-        while let Err(e) = fanout.handle(&record).await {
+        while let Err(e) = chattr_core::trace::scope(trace, fanout.handle(&record)).await {
             warn!(error = %e, "fan-out delivery failed, retrying");
             metrics::counter!("chattr_fanout_errors_total").increment(1);
             tokio::select! {

@@ -90,13 +90,17 @@ async fn drain_once(store: &DynStore, bus: &DynBus) -> Result<usize, String> {
         .iter()
         .map(|row| {
             let (topic, key) = row.event.route();
+            let mut headers = vec![
+                ("event_type".to_owned(), row.event.kind().to_owned()),
+                ("schema_version".to_owned(), EVENT_SCHEMA_VERSION.to_string()),
+            ];
+            if let Some(traceparent) = &row.traceparent {
+                headers.push(("traceparent".to_owned(), traceparent.clone()));
+            }
             OutgoingRecord {
                 topic: topic.to_owned(),
                 key,
-                headers: vec![
-                    ("event_type".to_owned(), row.event.kind().to_owned()),
-                    ("schema_version".to_owned(), EVENT_SCHEMA_VERSION.to_string()),
-                ],
+                headers,
                 payload: Bytes::from(row.event.to_json()),
             }
         })
@@ -106,4 +110,46 @@ async fn drain_once(store: &DynStore, bus: &DynBus) -> Result<usize, String> {
     store.outbox_mark_published(&ids).await.map_err(|e| e.to_string())?;
     metrics::counter!("chattr_outbox_published_total").increment(ids.len() as u64);
     Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chattr_bus::StartFrom;
+    use chattr_core::trace::{self, TraceContext};
+    use chattr_store::UserRecord;
+
+    #[tokio::test]
+    async fn published_records_carry_type_version_and_the_writers_trace() {
+        let store = chattr_store::open("memory://").await.unwrap();
+        let bus = chattr_bus::open("inproc://").unwrap();
+        let mut consumer = bus.subscribe("chattr.users", "test", StartFrom::Earliest).await.unwrap();
+        let request = TraceContext::new_root();
+        let record = UserRecord {
+            id: uuid::Uuid::now_v7(),
+            username: "traced".into(),
+            password_hash: "h".into(),
+            created_at: chattr_core::now(),
+        };
+        trace::scope(request, store.create_user(&record)).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn(run(
+            store.clone(),
+            bus.clone(),
+            Arc::new(Notify::new()),
+            Duration::from_millis(5),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let published = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap();
+        assert_eq!(published.header("event_type"), Some("user.registered"));
+        assert_eq!(published.header("schema_version"), Some(EVENT_SCHEMA_VERSION.to_string().as_str()));
+        let carried =
+            TraceContext::parse(published.header("traceparent").expect("traceparent header")).unwrap();
+        assert_eq!(carried.trace_id, request.trace_id);
+        let _ = stop.send(());
+        relay.await.unwrap();
+        assert!(store.outbox_pending(10).await.unwrap().is_empty(), "published rows leave the outbox");
+    }
 }

@@ -25,6 +25,7 @@ use crate::convert as cv;
 use crate::pb;
 use crate::pb::auth_client::AuthClient as AuthStub;
 use crate::pb::messaging_client::MessagingClient as MessagingStub;
+use crate::server::TRACEPARENT;
 use crate::status::{auth_error, messaging_error};
 
 /// How long an instance that refused a connection is skipped.
@@ -165,10 +166,14 @@ impl Balancer {
     }
 }
 
-/// A request with its deadline attached (propagated to the server as `grpc-timeout`).
+/// A request with its deadline attached (propagated to the server as `grpc-timeout`) and
+/// the caller's trace context (`traceparent`), so the server's work joins the same trace.
 fn request<T>(message: T, deadline: Duration) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(deadline);
+    if let Some(traceparent) = chattr_core::trace::outgoing().and_then(|t| t.parse().ok()) {
+        request.metadata_mut().insert(TRACEPARENT, traceparent);
+    }
     request
 }
 

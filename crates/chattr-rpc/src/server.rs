@@ -2,11 +2,15 @@
 //! uses in one process, so a remote call runs exactly the code a local one does.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use chattr_api::v1 as api;
+use chattr_core::trace::{self, TraceContext};
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::{HistoryQuery, MessagingClient};
 use tokio::net::TcpListener;
+use tonic::codegen::http;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -25,12 +29,56 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let router = tonic::transport::Server::builder()
+        .layer(TraceLayer)
         .add_optional_service(auth.map(|a| pb::auth_server::AuthServer::new(AuthGrpc(a))))
         .add_optional_service(
             messaging.map(|m| pb::messaging_server::MessagingServer::new(MessagingGrpc(m))),
         );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown).await
+}
+
+/// Metadata key of the W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Runs every call inside the caller's trace (a child span of its `traceparent`), or a new
+/// trace when the caller sent none.
+#[derive(Debug, Clone, Copy)]
+struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = Traced<S>;
+
+    fn layer(&self, inner: S) -> Traced<S> {
+        Traced(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Traced<S>(S);
+
+impl<S, B> tower::Service<http::Request<B>> for Traced<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let context = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::new_root, |c| c.child());
+        Box::pin(trace::scope(context, self.0.call(request)))
+    }
 }
 
 /// The auth service over gRPC.

@@ -193,3 +193,31 @@ async fn a_silent_instance_hits_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     hold.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_trace_crosses_the_hop_into_the_outbox() {
+    use chattr_core::trace::{self, TraceContext};
+    let (_dir, store, cache) = backends().await;
+    let server = Instance::start(store.clone(), cache).await;
+    let auth = RemoteAuth::new(std::slice::from_ref(&server.addr), &RemoteSettings::default()).unwrap();
+    let auth = AuthClient::from_arc(Arc::new(auth));
+    let request = TraceContext::new_root();
+    let alice = trace::scope(request, auth.signup(creds("alice"), ClientInfo::default())).await.unwrap();
+    let rows = store.outbox_pending(100).await.unwrap();
+    let row = rows
+        .iter()
+        .find(|r| matches!(&r.event, chattr_core::events::Event::UserRegistered { user_id, .. } if *user_id == alice.user.id))
+        .expect("user.registered row");
+    let written = TraceContext::parse(row.traceparent.as_deref().expect("traceparent")).unwrap();
+    assert_eq!(written.trace_id, request.trace_id, "the server's write joined the caller's trace");
+    // A call made outside any trace starts one on the server.
+    let bob = auth.signup(creds("bob"), ClientInfo::default()).await.unwrap();
+    let rows = store.outbox_pending(100).await.unwrap();
+    let bob_row = rows
+        .iter()
+        .find(|r| matches!(&r.event, chattr_core::events::Event::UserRegistered { user_id, .. } if *user_id == bob.user.id))
+        .unwrap();
+    let fresh = TraceContext::parse(bob_row.traceparent.as_deref().unwrap()).unwrap();
+    assert_ne!(fresh.trace_id, request.trace_id);
+    server.stop().await;
+}

@@ -38,7 +38,7 @@ struct State {
     /// Sorted member pair of each direct conversation, for dedupe.
     directs: HashMap<(UserId, UserId), ConversationId>,
     /// Unpublished outbox rows by id; published rows are dropped since nothing reads them.
-    outbox: BTreeMap<i64, Event>,
+    outbox: BTreeMap<i64, (Event, Option<String>)>,
     /// Last outbox id handed out, so ids stay monotonic even after rows are published.
     last_outbox_id: i64,
 }
@@ -67,7 +67,7 @@ impl State {
     /// Appends an event to the outbox with the next id.
     fn push(&mut self, event: Event) {
         self.last_outbox_id += 1;
-        self.outbox.insert(self.last_outbox_id, event);
+        self.outbox.insert(self.last_outbox_id, (event, chattr_core::trace::outgoing()));
     }
 
     /// Mirrors the foreign keys of the SQL schemas: references to users must resolve.
@@ -548,7 +548,11 @@ impl Store for MemoryStore {
             .outbox
             .iter()
             .take(limit as usize)
-            .map(|(id, event)| OutboxRow { id: *id, event: event.clone() })
+            .map(|(id, (event, traceparent))| OutboxRow {
+                id: *id,
+                event: event.clone(),
+                traceparent: traceparent.clone(),
+            })
             .collect())
     }
 

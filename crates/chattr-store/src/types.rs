@@ -146,4 +146,6 @@ pub struct OutboxRow {
     pub id: i64,
     /// The event.
     pub event: Event,
+    /// The W3C `traceparent` of the request that wrote the row, if it ran in one.
+    pub traceparent: Option<String>,
 }

@@ -41,5 +41,22 @@ pub fn router(state: GatewayState) -> Router {
         .route("/openapi.json", get(ops::openapi))
         .fallback(crate::web::serve)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Runs each request in a trace: the caller's (a child of its `traceparent` header) or a
+/// new one, so the services it calls and the events it causes carry the same trace id.
+async fn trace_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use chattr_core::trace::{self, TraceContext};
+    let context = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::new_root, |c| c.child());
+    trace::scope(context, next.run(request)).await
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use chattr_api::v1::{close_codes, codes, ClientFrame, ConversationCursor, SendMessage, ServerFrame};
+use chattr_core::trace::TraceContext;
 use chattr_core::ConversationId;
 use chattr_proto::auth::AuthError;
 use chattr_proto::delivery::{Delivery, DeliveryKind};
@@ -200,7 +201,10 @@ impl Conn {
         loop {
             let step = tokio::select! {
                 incoming = self.read() => match incoming {
-                    Ok(incoming) => Box::pin(self.handle(who, incoming)).await,
+                    Ok(incoming) => {
+                        let handled = self.handle(who, incoming);
+                        Box::pin(chattr_core::trace::scope(TraceContext::new_root(), handled)).await
+                    }
                     Err(end) => Err(end),
                 },
                 delivery = rx.recv() => match delivery {

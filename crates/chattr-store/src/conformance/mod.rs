@@ -50,6 +50,7 @@ macro_rules! store_conformance_tests {
             read_positions_of_members,
             outbox_pending_and_publish,
             outbox_records_every_mutation_in_order,
+            outbox_rows_carry_the_trace_context,
         );
         $crate::__store_conformance_tests!($make; multi_thread:
             concurrent_inserts_get_unique_gapless_seqs, concurrent_direct_creation_yields_one,

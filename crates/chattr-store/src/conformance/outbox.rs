@@ -87,3 +87,30 @@ pub async fn outbox_records_every_mutation_in_order(store: DynStore) {
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
     assert_eq!(rows.into_iter().map(|r| r.event).collect::<Vec<_>>(), expected);
 }
+
+/// An outbox row carries the trace context of the request that wrote it (a child span of
+/// it), and none when the write ran outside any trace.
+pub async fn outbox_rows_carry_the_trace_context(store: DynStore) {
+    use chattr_core::trace::{self, TraceContext};
+    let request = TraceContext::new_root();
+    let traced = trace::scope(request, user(&store, "traced")).await;
+    let untraced = user(&store, "untraced").await;
+    let rows = drain_rows(&store).await;
+    let of = |id| {
+        rows.iter().find(|r| matches!(&r.event, Event::UserRegistered { user_id, .. } if *user_id == id))
+    };
+    let traced_row = of(traced).expect("traced row");
+    let written =
+        TraceContext::parse(traced_row.traceparent.as_deref().expect("a traceparent")).expect("valid");
+    assert_eq!(written.trace_id, request.trace_id, "same trace");
+    assert_ne!(written.span_id, request.span_id, "a hop of its own");
+    assert_eq!(of(untraced).expect("untraced row").traceparent, None);
+}
+
+/// Takes every pending outbox row and marks them published.
+async fn drain_rows(store: &DynStore) -> Vec<crate::OutboxRow> {
+    let rows = store.outbox_pending(1000).await.expect("pending");
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    store.outbox_mark_published(&ids).await.expect("publish");
+    rows
+}

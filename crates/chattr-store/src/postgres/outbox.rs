@@ -54,13 +54,15 @@ pub(super) async fn push(conn: &mut PgConnection, events: &[Event]) -> StoreResu
             .await?;
     }
     let now = ms(chattr_core::now());
+    let traceparent = chattr_core::trace::outgoing();
     for (event, (topic, key)) in events.iter().zip(routes) {
-        sqlx::query("INSERT INTO outbox (topic, key, kind, payload, created_at) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO outbox (topic, key, kind, payload, created_at, traceparent) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(topic)
             .bind(key)
             .bind(event.kind())
             .bind(event.to_json())
             .bind(now)
+            .bind(&traceparent)
             .execute(&mut *conn)
             .await?;
     }
@@ -69,15 +71,16 @@ pub(super) async fn push(conn: &mut PgConnection, events: &[Event]) -> StoreResu
 
 /// Unpublished rows, oldest first (see the module docs for what "oldest" guarantees).
 pub(super) async fn pending(store: &PostgresStore, limit: u32) -> StoreResult<Vec<OutboxRow>> {
-    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY id LIMIT $1")
-        .bind(limit_param(limit))
-        .fetch_all(&store.pool)
-        .await?;
+    let rows: Vec<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT id, payload, traceparent FROM outbox ORDER BY id LIMIT $1")
+            .bind(limit_param(limit))
+            .fetch_all(&store.pool)
+            .await?;
     rows.into_iter()
-        .map(|(id, payload)| {
+        .map(|(id, payload, traceparent)| {
             let event = serde_json::from_str::<Event>(&payload)
                 .map_err(|e| StoreError::Backend(format!("corrupt outbox row {id}: {e}")))?;
-            Ok(OutboxRow { id, event })
+            Ok(OutboxRow { id, event, traceparent })
         })
         .collect()
 }

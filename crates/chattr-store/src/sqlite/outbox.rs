@@ -12,29 +12,33 @@ use crate::{OutboxRow, StoreError, StoreResult};
 /// the change, so the event exists if and only if the change committed.
 pub(super) async fn push(conn: &mut SqliteConnection, event: &Event) -> StoreResult<()> {
     let (topic, key) = event.route();
-    sqlx::query("INSERT INTO outbox (topic, key, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(topic)
-        .bind(key)
-        .bind(event.kind())
-        .bind(event.to_json())
-        .bind(ms(chattr_core::now()))
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, kind, payload, created_at, traceparent) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(topic)
+    .bind(key)
+    .bind(event.kind())
+    .bind(event.to_json())
+    .bind(ms(chattr_core::now()))
+    .bind(chattr_core::trace::outgoing())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Unpublished rows, oldest first.
 pub(super) async fn pending(store: &SqliteStore, limit: u32) -> StoreResult<Vec<OutboxRow>> {
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT id, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?")
-            .bind(limit)
-            .fetch_all(&store.read)
-            .await?;
+    let rows: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT id, payload, traceparent FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(&store.read)
+    .await?;
     rows.into_iter()
-        .map(|(id, payload)| {
+        .map(|(id, payload, traceparent)| {
             let event = serde_json::from_str::<Event>(&payload)
                 .map_err(|e| StoreError::Backend(format!("corrupt outbox row {id}: {e}")))?;
-            Ok(OutboxRow { id, event })
+            Ok(OutboxRow { id, event, traceparent })
         })
         .collect()
 }

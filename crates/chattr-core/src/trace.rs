@@ -1,0 +1,129 @@
+//! Trace context: which request a piece of work belongs to, carried across every hop a
+//! message takes (gateway → gRPC → store outbox → bus → fan-out) in the W3C
+//! `traceparent` format (`00-<32 hex trace id>-<16 hex span id>-01`).
+//!
+//! The context of the request being served lives in a task-local ([`scope`]); code that
+//! crosses a process boundary reads it with [`current`] and writes it into the outgoing
+//! message (gRPC metadata, outbox row, Kafka header), and the receiving side scopes its
+//! work with the parsed value.
+
+use std::fmt;
+use std::future::Future;
+
+/// A W3C trace context: the trace, and the span (hop) within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    /// The trace: the same for every hop of one request.
+    pub trace_id: u128,
+    /// This hop.
+    pub span_id: u64,
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+impl TraceContext {
+    /// A new trace (a request that arrived without one).
+    pub fn new_root() -> Self {
+        let id = uuid::Uuid::new_v4().as_u128();
+        Self { trace_id: id, span_id: Self::new_span_id() }
+    }
+
+    /// The next hop of the same trace.
+    pub fn child(&self) -> Self {
+        Self { trace_id: self.trace_id, span_id: Self::new_span_id() }
+    }
+
+    fn new_span_id() -> u64 {
+        // Never zero: an all-zero span id is invalid in W3C trace context.
+        (uuid::Uuid::new_v4().as_u128() as u64).max(1)
+    }
+
+    /// Parses a `traceparent` value; `None` for anything malformed (a bad header starts
+    /// a new trace instead of failing the request).
+    pub fn parse(raw: &str) -> Option<Self> {
+        let mut parts = raw.trim().split('-');
+        let (version, trace, span, _flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version.len() != 2 || trace.len() != 32 || span.len() != 16 || parts.next().is_some() {
+            return None;
+        }
+        let hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex(version) || !hex(trace) || !hex(span) || version == "ff" {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
+        let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
+        Some(Self { trace_id, span_id })
+    }
+
+    /// The trace id as 32 hex digits (what logs show).
+    pub fn trace_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+impl fmt::Display for TraceContext {
+    /// The `traceparent` header value (sampled flag set).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "00-{:032x}-{:016x}-01", self.trace_id, self.span_id)
+    }
+}
+
+/// Runs `fut` as part of `context`.
+pub async fn scope<F: Future>(context: TraceContext, fut: F) -> F::Output {
+    CURRENT.scope(context, fut).await
+}
+
+/// The context of the work in progress, if it runs inside [`scope`].
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| *c).ok()
+}
+
+/// The `traceparent` to send to the next hop: a child of the current context.
+pub fn outgoing() -> Option<String> {
+    current().map(|c| c.child().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_garbage() {
+        let root = TraceContext::new_root();
+        let text = root.to_string();
+        assert_eq!(text.len(), 55);
+        assert_eq!(TraceContext::parse(&text), Some(root));
+        let child = root.child();
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_ne!(child.span_id, root.span_id);
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad:?}");
+        }
+        let known = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        assert_eq!(known.trace_hex(), "0af7651916cd43dd8448eb211c80319c");
+    }
+
+    #[tokio::test]
+    async fn scope_sets_current_across_awaits() {
+        assert_eq!(current(), None);
+        let ctx = TraceContext::new_root();
+        scope(ctx, async {
+            tokio::task::yield_now().await;
+            assert_eq!(current(), Some(ctx));
+            let next = TraceContext::parse(&outgoing().unwrap()).unwrap();
+            assert_eq!(next.trace_id, ctx.trace_id);
+        })
+        .await;
+        assert_eq!(current(), None);
+    }
+}
