@@ -135,7 +135,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let roles = format!("{:?}", settings.services).to_lowercase();
     let mut server = Server::start(settings, listener).await?;
     let addr = server.addr();
-    // One machine-readable line first, for scripts and supervisors that start with port 0.
+    // One machine-readable line, for scripts and supervisors that start with port 0.
     let grpc = server.grpc_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     println!("chattr listening http={addr} grpc={grpc}");
     if !gateway {

@@ -1,12 +1,14 @@
 //! The cluster test: Chattr in its distributed shape — 2 gateways, 2 messaging, 1 auth,
-//! relay and fan-out, each its own process — on PostgreSQL, Redis and Kafka, under a
+//! 2 relays (one leads, one stands by) and 2 fan-out instances, each its own process — on PostgreSQL, Redis and Kafka, under a
 //! verifying chat workload, through four faults:
 //!
 //! 1. `kill -9` of a gateway: its clients fail over to the other gateway and resume;
 //! 2. `kill -9` of a messaging instance: gateways fail over; sends in flight are retried
 //!    (same `client_msg_id`) and succeed once;
-//! 3. a Redis restart: pub/sub is lost meanwhile, heartbeats reveal the gap, clients fill it;
-//! 4. a Kafka broker restart (durable engine): the relay and fan-out carry on.
+//! 3. `kill -9` of the relay holding the outbox lease: the standby relay takes over;
+//! 4. `kill -9` of a fan-out instance: the other takes over its partitions;
+//! 5. a Redis restart: pub/sub is lost meanwhile, heartbeats reveal the gap, clients fill it;
+//! 6. a Kafka broker restart (durable engine): the relay and fan-out carry on.
 //!
 //! Every acknowledged message must reach every member exactly once, in order. The report
 //! (printed; run with `--nocapture` to see it) gives per fault: lost, duplicated, out of
@@ -28,7 +30,7 @@ use parking_lot::Mutex;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use cluster::Cluster;
+use cluster::{Cluster, Shape};
 
 const PASSWORD: &str = "correct horse battery";
 /// Users of the workload; the first half start on gateway 0, the rest on gateway 1.
@@ -78,7 +80,8 @@ async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
     // Generous limits: the workload is fast, and the point is faults, not floods.
     settings.gateway.frames_per_second = 1000;
     settings.gateway.frame_burst = 1000;
-    let mut cluster = Cluster::start_shape(&settings, dir.path(), 2, 2);
+    let shape = Shape { messaging: 2, relays: 2, fanouts: 2, gateways: 2 };
+    let mut cluster = Cluster::start_shape(&settings, dir.path(), shape);
     let gateways: Vec<String> = cluster.gateways.iter().map(|g| format!("http://{}", g.http)).collect();
 
     // ---- users, spread over both gateways, in directs and groups ----
@@ -210,6 +213,14 @@ async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
     faults.push(Fault { name: "kill -9 messaging 0", at: Instant::now() });
     blocking(|| cluster.messaging[0].process.kill());
     tokio::time::sleep(Duration::from_secs(6)).await;
+    let leader = leading_relay(&cluster).await;
+    faults.push(Fault { name: "kill -9 leading relay", at: Instant::now() });
+    blocking(|| cluster.relay[leader].process.kill());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(leading_relay(&cluster).await, 1 - leader, "the standby relay took the lease");
+    faults.push(Fault { name: "kill -9 fan-out 0", at: Instant::now() });
+    blocking(|| cluster.fanout[0].process.kill());
+    tokio::time::sleep(Duration::from_secs(8)).await;
     faults.push(Fault { name: "restart Redis", at: Instant::now() });
     let port = redis.port();
     blocking(|| {
@@ -315,7 +326,7 @@ async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
         let resumed =
             first_per_user.and_then(|firsts| firsts.into_iter().max()).map(|t| t.duration_since(f.at));
         report.push(format!(
-            "{:<22} lost {}, duplicated {}, out of order {}, delivery resumed after {}",
+            "{:<24} lost {}, duplicated {}, out of order {}, delivery resumed after {}",
             f.name,
             lost[k + 1],
             duplicated[k + 1],
@@ -324,7 +335,7 @@ async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
         ));
     }
     println!(
-        "cluster test: {} messages acknowledged, {} deliveries, {} send retries\n  before faults          lost {}, duplicated {}, out of order {}\n  {}",
+        "cluster test: {} messages acknowledged, {} deliveries, {} send retries\n  before faults            lost {}, duplicated {}, out of order {}\n  {}",
         ledger.acked.len(),
         ledger.received.values().map(Vec::len).sum::<usize>(),
         ledger.send_retries,
@@ -345,7 +356,64 @@ async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
     blocking(|| cluster.stop());
 }
 
+/// Which relay holds the outbox lease (its `/metrics` says so), waiting for one to.
+async fn leading_relay(cluster: &Cluster) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        for (i, relay) in cluster.relay.iter().enumerate() {
+            let url = format!("http://{}/metrics", relay.http);
+            if let Ok(response) = reqwest::get(&url).await {
+                let text = response.text().await.unwrap_or_default();
+                if text.lines().any(|l| l.starts_with("chattr_outbox_relay_leader") && l.ends_with(" 1")) {
+                    return i;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no relay holds the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs a blocking test-kit call (process control) without stalling the runtime's workers.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_gateways_users_go_offline_within_the_presence_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::for_test(dir.path());
+    cluster::use_shared_backends(&mut settings).await;
+    settings.messaging.presence_ttl_secs = 3;
+    settings.gateway.heartbeat_secs = 1;
+    let mut cluster = Cluster::start_shape(&settings, dir.path(), Shape { gateways: 2, ..Shape::default() });
+    let (first, second) =
+        (format!("http://{}", cluster.gateways[0].http), format!("http://{}", cluster.gateways[1].http));
+    let alice = Client::new(&first).unwrap();
+    alice.signup(&format!("{}alice", cluster::tenant_name()), PASSWORD).await.unwrap();
+    let bob = Client::new(&second).unwrap();
+    bob.signup(&format!("{}bob", cluster::tenant_name()), PASSWORD).await.unwrap();
+    let alice_id = alice.me().unwrap().id;
+    bob.direct(alice_id).await.unwrap();
+    let (_socket, _) = alice.connect(BTreeMap::new()).await.unwrap();
+    let online = |bob: Client| async move { bob.presence(&[alice_id]).await.unwrap()[0].online };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !online(bob.clone()).await {
+        assert!(Instant::now() < deadline, "alice never showed online");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Her gateway dies without a word: nobody says she left, the TTL must.
+    blocking(|| cluster.gateways[0].process.kill());
+    let crashed = Instant::now();
+    let ttl = Duration::from_secs(settings.messaging.presence_ttl_secs);
+    while online(bob.clone()).await {
+        assert!(
+            crashed.elapsed() < ttl * 3,
+            "alice still online {:?} after her gateway crashed",
+            crashed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("offline {:?} after the gateway crash (presence TTL {ttl:?})", crashed.elapsed());
+    blocking(|| cluster.stop());
 }

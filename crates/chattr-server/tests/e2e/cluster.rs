@@ -27,6 +27,21 @@ pub async fn use_shared_backends(settings: &mut Settings) {
     settings.bus = format!("{}?topic_prefix={tenant}.", chattr_testkit::kafka::shared().url());
 }
 
+/// How many processes of each role a cluster runs (one auth instance always).
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub messaging: usize,
+    pub relays: usize,
+    pub fanouts: usize,
+    pub gateways: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Self { messaging: 1, relays: 1, fanouts: 1, gateways: 1 }
+    }
+}
+
 /// One role process and the addresses it reported.
 pub struct Role {
     pub process: Supervised,
@@ -48,12 +63,12 @@ pub struct Cluster {
 impl Cluster {
     /// Starts one process per role (auth, messaging, relay, fan-out, gateway).
     pub fn start(settings: &Settings, dir: &Path) -> Self {
-        Self::start_shape(settings, dir, 1, 1)
+        Self::start_shape(settings, dir, Shape::default())
     }
 
-    /// Starts `messaging` messaging instances and `gateways` gateways (plus one auth,
-    /// relay and fan-out), each gateway balancing over every messaging instance.
-    pub fn start_shape(settings: &Settings, dir: &Path, messaging: usize, gateways: usize) -> Self {
+    /// Starts the processes of `shape`, each gateway balancing over every messaging
+    /// instance.
+    pub fn start_shape(settings: &Settings, dir: &Path, shape: Shape) -> Self {
         let mut cluster = Cluster {
             auth: Vec::new(),
             messaging: Vec::new(),
@@ -68,22 +83,26 @@ impl Cluster {
         cluster.generation = next_generation();
         let grpc = ["--grpc-listen", "127.0.0.1:0"];
         let mut pending = vec![cluster.spawn("auth", &["--services", "auth"], &grpc)];
-        for i in 0..messaging {
+        for i in 0..shape.messaging {
             pending.push(cluster.spawn(&format!("messaging{i}"), &["--services", "messaging"], &grpc));
         }
-        pending.push(cluster.spawn("relay", &["--services", "relay"], &[]));
-        pending.push(cluster.spawn("fanout", &["--services", "fanout"], &[]));
+        for i in 0..shape.relays {
+            pending.push(cluster.spawn(&format!("relay{i}"), &["--services", "relay"], &[]));
+        }
+        for i in 0..shape.fanouts {
+            pending.push(cluster.spawn(&format!("fanout{i}"), &["--services", "fanout"], &[]));
+        }
         for process in pending {
             let role = ready(process);
             let kind = role.process.name().split('-').next().unwrap_or_default().to_owned();
-            match kind.as_str() {
+            match kind.trim_end_matches(|c: char| c.is_ascii_digit()) {
                 "auth" => cluster.auth.push(role),
                 "relay" => cluster.relay.push(role),
                 "fanout" => cluster.fanout.push(role),
                 _ => cluster.messaging.push(role),
             }
         }
-        for i in 0..gateways {
+        for i in 0..shape.gateways {
             let gateway = cluster.spawn_gateway(i);
             cluster.gateways.push(ready(gateway));
         }
