@@ -48,11 +48,13 @@ pub struct RemoteSettings {
     pub deadline: Duration,
     /// Bound on establishing a connection to one instance.
     pub connect_timeout: Duration,
+    /// The shared secret the services require of callers (`None`: they require none).
+    pub secret: Option<String>,
 }
 
 impl Default for RemoteSettings {
     fn default() -> Self {
-        Self { deadline: Duration::from_secs(5), connect_timeout: Duration::from_secs(1) }
+        Self { deadline: Duration::from_secs(5), connect_timeout: Duration::from_secs(1), secret: None }
     }
 }
 
@@ -89,7 +91,7 @@ pub struct Balancer {
     instances: Vec<Instance>,
     next: AtomicUsize,
     base: Instant,
-    deadline: Duration,
+    stamp: Stamp,
 }
 
 impl Balancer {
@@ -112,19 +114,22 @@ impl Balancer {
                 .keep_alive_while_idle(true);
             instances.push(Instance { uri, channel: endpoint.connect_lazy(), down: DownSince::default() });
         }
-        Ok(Self {
-            service,
-            instances,
-            next: AtomicUsize::new(0),
-            base: Instant::now(),
-            deadline: settings.deadline,
-        })
+        let secret = match &settings.secret {
+            Some(secret) => Some(
+                format!("Bearer {secret}")
+                    .parse()
+                    .map_err(|_| format!("the {service} service secret must be printable ASCII"))?,
+            ),
+            None => None,
+        };
+        let stamp = Stamp { deadline: settings.deadline, secret };
+        Ok(Self { service, instances, next: AtomicUsize::new(0), base: Instant::now(), stamp })
     }
 
     /// Runs `call` on an instance, failing over as the module docs say.
     pub async fn call<T, F, Fut>(&self, method: &'static str, retry: Retry, call: F) -> Result<T, Status>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(Channel, Stamp) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         let n = self.instances.len();
@@ -142,7 +147,7 @@ impl Balancer {
         let mut last = None;
         for i in order {
             let instance = &self.instances[i];
-            match call(instance.channel.clone(), self.deadline).await {
+            match call(instance.channel.clone(), self.stamp.clone()).await {
                 Ok(response) => {
                     instance.down.clear();
                     return Ok(response.into_inner());
@@ -166,15 +171,27 @@ impl Balancer {
     }
 }
 
-/// A request with its deadline attached (propagated to the server as `grpc-timeout`) and
-/// the caller's trace context (`traceparent`), so the server's work joins the same trace.
-fn request<T>(message: T, deadline: Duration) -> Request<T> {
-    let mut request = Request::new(message);
-    request.set_timeout(deadline);
-    if let Some(traceparent) = chattr_core::trace::outgoing().and_then(|t| t.parse().ok()) {
-        request.metadata_mut().insert(TRACEPARENT, traceparent);
+/// What every request of a balancer carries: its deadline (sent as `grpc-timeout`), the
+/// service secret if one is set, and the caller's trace context (`traceparent`).
+#[derive(Clone)]
+pub struct Stamp {
+    deadline: Duration,
+    secret: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Stamp {
+    /// `message` as a request with everything attached.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.deadline);
+        if let Some(secret) = &self.secret {
+            request.metadata_mut().insert("authorization", secret.clone());
+        }
+        if let Some(traceparent) = chattr_core::trace::outgoing().and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert(TRACEPARENT, traceparent);
+        }
+        request
     }
-    request
 }
 
 fn has_chattr_code(status: &Status) -> bool {
@@ -240,7 +257,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("signup", Retry::Once, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).signup(request(msg, d)).await }
+                async move { AuthStub::new(ch).signup(d.request(msg)).await }
             })
             .await;
         auth_decode(cv::auth_response_from(decode(out, auth_error)?))
@@ -260,7 +277,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("login", Retry::Once, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).login(request(msg, d)).await }
+                async move { AuthStub::new(ch).login(d.request(msg)).await }
             })
             .await;
         auth_decode(cv::auth_response_from(decode(out, auth_error)?))
@@ -275,7 +292,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("refresh", Retry::Once, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).refresh(request(msg, d)).await }
+                async move { AuthStub::new(ch).refresh(d.request(msg)).await }
             })
             .await;
         auth_decode(cv::auth_response_from(decode(out, auth_error)?))
@@ -287,7 +304,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("logout", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).logout(request(msg, d)).await }
+                async move { AuthStub::new(ch).logout(d.request(msg)).await }
             })
             .await;
         decode(out, auth_error).map(drop)
@@ -299,7 +316,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("authenticate", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).authenticate(request(msg, d)).await }
+                async move { AuthStub::new(ch).authenticate(d.request(msg)).await }
             })
             .await;
         auth_decode(cv::principal_from(&decode(out, auth_error)?))
@@ -311,7 +328,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("check_session", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).check_session(request(msg, d)).await }
+                async move { AuthStub::new(ch).check_session(d.request(msg)).await }
             })
             .await;
         decode(out, auth_error).map(drop)
@@ -323,7 +340,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("touch", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).touch(request(msg, d)).await }
+                async move { AuthStub::new(ch).touch(d.request(msg)).await }
             })
             .await;
         decode(out, auth_error).map(drop)
@@ -335,7 +352,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("get_user", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).get_user(request(msg, d)).await }
+                async move { AuthStub::new(ch).get_user(d.request(msg)).await }
             })
             .await;
         auth_decode(cv::user_from(decode(out, auth_error)?))
@@ -347,7 +364,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("sessions", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).sessions(request(msg, d)).await }
+                async move { AuthStub::new(ch).sessions(d.request(msg)).await }
             })
             .await;
         auth_decode(decode(out, auth_error)?.sessions.into_iter().map(cv::session_from).collect())
@@ -359,7 +376,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("revoke_session", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).revoke_session(request(msg, d)).await }
+                async move { AuthStub::new(ch).revoke_session(d.request(msg)).await }
             })
             .await;
         decode(out, auth_error).map(drop)
@@ -371,7 +388,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("revoke_other_sessions", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).revoke_other_sessions(request(msg, d)).await }
+                async move { AuthStub::new(ch).revoke_other_sessions(d.request(msg)).await }
             })
             .await;
         decode(out, auth_error).map(|r| r.revoked)
@@ -388,7 +405,7 @@ impl AuthService for RemoteAuth {
             .0
             .call("search_users", Retry::Idempotent, |ch, d| {
                 let msg = msg.clone();
-                async move { AuthStub::new(ch).search_users(request(msg, d)).await }
+                async move { AuthStub::new(ch).search_users(d.request(msg)).await }
             })
             .await;
         auth_decode(decode(out, auth_error)?.users.into_iter().map(cv::user_from).collect())
@@ -417,7 +434,7 @@ macro_rules! messaging_call {
             .0
             .call(stringify!($method), $retry, |ch, d| {
                 let msg = msg.clone();
-                async move { MessagingStub::new(ch).$method(request(msg, d)).await }
+                async move { MessagingStub::new(ch).$method(d.request(msg)).await }
             })
             .await;
         decode(out, messaging_error)?

@@ -9,6 +9,7 @@ use chattr_api::v1 as api;
 use chattr_core::trace::{self, TraceContext};
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::{HistoryQuery, MessagingClient};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tonic::codegen::http;
 use tonic::transport::server::TcpIncoming;
@@ -21,21 +22,56 @@ use crate::status::to_status;
 type Reply<T> = Result<Response<T>, Status>;
 
 /// Serves the given services on `listener` until `shutdown` resolves; in-flight calls
-/// finish first.
+/// finish first. With a `secret`, every call must present it (`authorization: Bearer
+/// <secret>`, what [`crate::RemoteSettings::secret`] sends): the calls carry user ids, so
+/// whoever reaches the port unchecked could act as anyone.
 pub async fn serve(
     listener: TcpListener,
     auth: Option<AuthClient>,
     messaging: Option<MessagingClient>,
+    secret: Option<&str>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let check = CallerCheck::new(secret);
+    let (auth_check, messaging_check) = (check.clone(), check);
     let router = tonic::transport::Server::builder()
         .layer(TraceLayer)
-        .add_optional_service(auth.map(|a| pb::auth_server::AuthServer::new(AuthGrpc(a))))
-        .add_optional_service(
-            messaging.map(|m| pb::messaging_server::MessagingServer::new(MessagingGrpc(m))),
-        );
+        .add_optional_service(auth.map(|a| {
+            pb::auth_server::AuthServer::with_interceptor(AuthGrpc(a), move |r| auth_check.check(r))
+        }))
+        .add_optional_service(messaging.map(|m| {
+            pb::messaging_server::MessagingServer::with_interceptor(MessagingGrpc(m), move |r| {
+                messaging_check.check(r)
+            })
+        }));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown).await
+}
+
+/// Admits callers: all of them, or only those presenting the shared secret. Compares
+/// SHA-256 digests, so the time taken says nothing about how much of a guess was right.
+#[derive(Clone)]
+struct CallerCheck {
+    digest: Option<[u8; 32]>,
+}
+
+impl CallerCheck {
+    fn new(secret: Option<&str>) -> Self {
+        Self { digest: secret.map(|s| Sha256::digest(s.as_bytes()).into()) }
+    }
+
+    fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(want) = self.digest else { return Ok(request) };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if <[u8; 32]>::from(Sha256::digest(token.as_bytes())) == want => Ok(request),
+            _ => Err(Status::unauthenticated("missing or wrong service secret")),
+        }
+    }
 }
 
 /// Metadata key of the W3C trace context.

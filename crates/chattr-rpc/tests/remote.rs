@@ -24,6 +24,14 @@ struct Instance {
 
 impl Instance {
     async fn start(store: chattr_store::DynStore, cache: chattr_cache::DynCache) -> Self {
+        Self::start_with_secret(store, cache, None).await
+    }
+
+    async fn start_with_secret(
+        store: chattr_store::DynStore,
+        cache: chattr_cache::DynCache,
+        secret: Option<&'static str>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let settings =
@@ -38,6 +46,7 @@ impl Instance {
                 listener,
                 Some(AuthClient::local(auth)),
                 Some(MessagingClient::local(messaging)),
+                secret,
                 async move {
                     let _ = stopped.await;
                 },
@@ -219,5 +228,27 @@ async fn the_callers_trace_crosses_the_hop_into_the_outbox() {
         .unwrap();
     let fresh = TraceContext::parse(bob_row.traceparent.as_deref().unwrap()).unwrap();
     assert_ne!(fresh.trace_id, request.trace_id);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_with_a_secret_refuse_callers_without_it() {
+    let (_dir, store, cache) = backends().await;
+    let server = Instance::start_with_secret(store, cache, Some("s3cret-between-services")).await;
+    let addrs = std::slice::from_ref(&server.addr);
+    let client = |secret: Option<&str>| {
+        let settings = RemoteSettings { secret: secret.map(str::to_owned), ..RemoteSettings::default() };
+        AuthClient::from_arc(Arc::new(RemoteAuth::new(addrs, &settings).unwrap()))
+    };
+    for wrong in [None, Some("guess"), Some("s3cret-between-service")] {
+        let err = client(wrong).signup(creds("mallory"), ClientInfo::default()).await.unwrap_err();
+        assert_eq!(err.code(), codes::INTERNAL, "{wrong:?}: {err}");
+        assert!(err.to_string().contains("Unauthenticated"), "{err}");
+    }
+    let ok = client(Some("s3cret-between-services")).signup(creds("alice"), ClientInfo::default()).await;
+    assert_eq!(ok.unwrap().user.username, "alice");
+    let messaging = RemoteMessaging::new(addrs, &RemoteSettings::default()).unwrap();
+    let refused = MessagingClient::from_arc(Arc::new(messaging)).latest_seqs(uuid::Uuid::now_v7()).await;
+    assert_eq!(refused.unwrap_err().code(), codes::INTERNAL, "messaging checks the secret too");
     server.stop().await;
 }

@@ -18,6 +18,7 @@ use chattr_messaging::Messaging;
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::MessagingClient;
 use chattr_store::DynStore;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -171,8 +172,12 @@ impl Server {
             grpc_addr = Some(grpc.local_addr()?);
             let (auth, messaging, stop) =
                 (local_auth.clone(), local_messaging.clone(), stopped(shutdown_rx.clone()));
+            let secret = settings.remote.secret.as_ref().map(|s| s.expose_secret().to_owned());
+            if secret.is_none() && !grpc_listen.ip().is_loopback() {
+                tracing::warn!(%grpc_listen, "gRPC served beyond loopback without a service secret (remote.secret / --rpc-secret): anyone who reaches it can act as any user");
+            }
             tasks.spawn(async move {
-                if let Err(e) = chattr_rpc::serve(grpc, auth, messaging, stop).await {
+                if let Err(e) = chattr_rpc::serve(grpc, auth, messaging, secret.as_deref(), stop).await {
                     tracing::error!(error = %e, "gRPC server stopped");
                 }
             });

@@ -67,6 +67,10 @@ struct ServeArgs {
     /// the data dir, which suits a single auth instance).
     #[arg(long, env = "CHATTR_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Shared secret between services: gRPC servers require it, clients present it (set
+    /// the same on every process whenever gRPC is reachable beyond loopback).
+    #[arg(long, env = "CHATTR_RPC_SECRET", hide_env_values = true)]
+    rpc_secret: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -126,6 +130,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.jwt_secret {
         settings.jwt_secret = Some(v.into());
+    }
+    if let Some(v) = args.rpc_secret {
+        settings.remote.secret = Some(v.into());
     }
     chattr_server::telemetry::init_logging(settings.log_format);
     let listener = tokio::net::TcpListener::bind(settings.listen)

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use chattr_auth::AuthSettings;
 use chattr_gateway::GatewaySettings;
 use chattr_messaging::MessagingSettings;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// A role this process runs.
@@ -119,11 +119,21 @@ pub struct RemoteSettings {
     pub deadline_ms: u64,
     /// Bound on connecting to one instance, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Shared secret between services: gRPC servers require it of every caller and
+    /// clients present it. Never written out by [`Settings::to_toml`].
+    #[serde(skip_serializing)]
+    pub secret: Option<SecretString>,
 }
 
 impl Default for RemoteSettings {
     fn default() -> Self {
-        Self { auth: Vec::new(), messaging: Vec::new(), deadline_ms: 5_000, connect_timeout_ms: 1_000 }
+        Self {
+            auth: Vec::new(),
+            messaging: Vec::new(),
+            deadline_ms: 5_000,
+            connect_timeout_ms: 1_000,
+            secret: None,
+        }
     }
 }
 
@@ -133,6 +143,7 @@ impl RemoteSettings {
         chattr_rpc::RemoteSettings {
             deadline: std::time::Duration::from_millis(self.deadline_ms),
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+            secret: self.secret.as_ref().map(|s| s.expose_secret().to_owned()),
         }
     }
 }

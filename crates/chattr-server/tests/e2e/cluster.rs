@@ -17,6 +17,8 @@ const START_WAIT: Duration = Duration::from_secs(30);
 const STOP_WAIT: Duration = Duration::from_secs(15);
 /// The access-token secret every auth instance of a test cluster shares.
 const JWT_SECRET: &str = "distributed-profile-test-secret-0123456789";
+/// The secret between the cluster's services (gRPC callers must present it).
+const RPC_SECRET: &str = "distributed-profile-service-secret";
 
 /// Points `settings` at the shared PostgreSQL (a fresh database), Redis and Kafka, with
 /// prefixes unique to this test.
@@ -127,6 +129,7 @@ impl Cluster {
         args.extend(services.iter().chain(extra).map(|s| s.to_string()));
         let envs = vec![
             ("CHATTR__JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+            ("CHATTR_RPC_SECRET".to_owned(), RPC_SECRET.to_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
         let name = format!("{name}-g{}", self.generation);
