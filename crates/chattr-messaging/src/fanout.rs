@@ -30,9 +30,12 @@ const MEMBER_CACHE_MAX: usize = 10_000;
 struct Fanout {
     store: DynStore,
     cache: DynCache,
-    /// Members per conversation. Exact because membership events of a conversation arrive
-    /// on the same partition as its messages, in order, and invalidate the entry.
+    /// Members per conversation. Exact while this instance sees every record of the
+    /// conversation's partition: membership events arrive there, in order with its
+    /// messages, and invalidate the entry. See [`Fanout::note_offset`] for when it does not.
     members: HashMap<ConversationId, Arc<[UserId]>>,
+    /// The last offset handled per (topic, partition).
+    offsets: HashMap<(String, u32), u64>,
 }
 
 /// Runs fan-out until `shutdown` resolves.
@@ -46,7 +49,7 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
         _ = &mut shutdown => return,
         c = subscribe(&bus, TOPIC_USERS) => c,
     };
-    let mut fanout = Fanout { store, cache, members: HashMap::new() };
+    let mut fanout = Fanout { store, cache, members: HashMap::new(), offsets: HashMap::new() };
     loop {
         let (record, from_conversations) = tokio::select! {
             _ = &mut shutdown => break,
@@ -61,6 +64,7 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
                 continue;
             }
         };
+        fanout.note_offset(&record);
         // The hop continues the trace of the request that wrote the event (Kafka header).
         let trace = record.header("traceparent").and_then(TraceContext::parse).map(|c| c.child());
         let trace = trace.unwrap_or_else(TraceContext::new_root);
@@ -98,6 +102,19 @@ async fn subscribe(bus: &DynBus, topic: &str) -> Box<dyn BusConsumer> {
 }
 
 impl Fanout {
+    /// Forgets every cached member list when a partition's records did not all pass
+    /// through here: a record that does not follow the last one handled means the
+    /// partition was processed elsewhere meanwhile (it moved to another instance and back,
+    /// or records are being redelivered), so membership changes may have been missed.
+    fn note_offset(&mut self, record: &BusRecord) {
+        let key = (record.topic.clone(), record.partition);
+        let previous = self.offsets.insert(key, record.offset);
+        if previous.is_some_and(|last| record.offset != last + 1) && !self.members.is_empty() {
+            debug!(topic = %record.topic, partition = record.partition, "partition jumped; member cache cleared");
+            self.members.clear();
+        }
+    }
+
     async fn handle(&mut self, record: &BusRecord) -> Result<(), String> {
         let expected = EVENT_SCHEMA_VERSION.to_string();
         if let Some(version) = record.header("schema_version").filter(|v| *v != expected) {
@@ -257,7 +274,7 @@ mod tests {
         store.create_conversation(&new).await.unwrap();
         let mut pubsub = cache.pubsub(16).await.unwrap();
         pubsub.control.subscribe(&[user_channel(user)]).await.unwrap();
-        let mut fanout = Fanout { store, cache, members: HashMap::new() };
+        let mut fanout = Fanout { store, cache, members: HashMap::new(), offsets: HashMap::new() };
         let message = Message {
             id: chattr_core::new_id(),
             conversation_id: id,
@@ -278,5 +295,35 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(5), pubsub.messages.recv()).await.unwrap().unwrap();
         let delivery = Delivery::decode(payload).unwrap();
         assert_eq!(delivery.kind, DeliveryKind::Message { conversation_id: id, seq: 1 });
+    }
+
+    #[tokio::test]
+    async fn member_lists_are_forgotten_when_a_partition_was_processed_elsewhere() {
+        let store = Arc::new(chattr_store::memory::MemoryStore::default());
+        let cache = Arc::new(chattr_cache::memory::MemoryCache::default());
+        let mut fanout = Fanout { store, cache, members: HashMap::new(), offsets: HashMap::new() };
+        let conversation = chattr_core::new_id();
+        let at = |partition: u32, offset: u64| BusRecord {
+            topic: "chattr.conversations".into(),
+            partition,
+            offset,
+            key: conversation.to_string(),
+            headers: Vec::new(),
+            payload: bytes::Bytes::new(),
+        };
+        fanout.members.insert(conversation, Arc::from(vec![chattr_core::new_id()]));
+        for (partition, offset) in [(3, 10), (3, 11), (4, 0), (3, 12)] {
+            fanout.note_offset(&at(partition, offset));
+            assert!(!fanout.members.is_empty(), "consecutive records keep the cache ({partition}/{offset})");
+        }
+        // Partition 3 went to another instance for offsets 13..=19, and came back.
+        fanout.note_offset(&at(3, 20));
+        assert!(fanout.members.is_empty(), "a jump means membership events may have been missed");
+        // A redelivery (going back) is the same.
+        fanout.members.insert(conversation, Arc::from(vec![chattr_core::new_id()]));
+        fanout.note_offset(&at(3, 21));
+        assert!(!fanout.members.is_empty());
+        fanout.note_offset(&at(3, 15));
+        assert!(fanout.members.is_empty());
     }
 }

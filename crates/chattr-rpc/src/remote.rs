@@ -154,8 +154,8 @@ impl Balancer {
                 }
                 Err(status) => {
                     let unreached = never_sent(&status);
-                    let died = status.code() == tonic::Code::Unavailable && !has_chattr_code(&status);
-                    if unreached || died {
+                    let died = died_mid_call(&status);
+                    if unreached || died || timed_out(&status) {
                         instance.down.mark(self.base);
                         tracing::warn!(service = self.service, method, instance = %instance.uri, error = %status.message(), "instance unavailable");
                     }
@@ -196,6 +196,20 @@ impl Stamp {
 
 fn has_chattr_code(status: &Status) -> bool {
     status.metadata().contains_key(crate::status::CODE_KEY)
+}
+
+/// Whether the instance failed under a call that may have reached it: the connection
+/// broke (tonic reports a broken HTTP/2 connection as `Unknown`, a closed one as
+/// `Unavailable`). A status with a Chattr code is the service's own answer, never this.
+fn died_mid_call(status: &Status) -> bool {
+    !has_chattr_code(status) && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown)
+}
+
+/// Whether the call ran out of its deadline on this side: the instance is not answering
+/// (it is marked down, but the call is not repeated: that would double its latency).
+fn timed_out(status: &Status) -> bool {
+    !has_chattr_code(status)
+        && matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded)
 }
 
 /// Whether the request never reached the server: the connection could not be made.
@@ -372,9 +386,10 @@ impl AuthService for RemoteAuth {
 
     async fn revoke_session(&self, who: Principal, id: SessionId) -> Result<(), AuthError> {
         let msg = pb::RevokeSessionRequest { who: Some(cv::principal(who)), session_id: id.to_string() };
+        // Repeating a revocation that went through would answer `not_found`.
         let out = self
             .0
-            .call("revoke_session", Retry::Idempotent, |ch, d| {
+            .call("revoke_session", Retry::Once, |ch, d| {
                 let msg = msg.clone();
                 async move { AuthStub::new(ch).revoke_session(d.request(msg)).await }
             })

@@ -68,7 +68,8 @@ fn classify(status: &Status) -> Remote<'_> {
                 .map(Duration::from_millis),
         },
         None => match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+            // Unknown without a Chattr code is tonic's word for a broken connection.
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
                 Remote::Unavailable(format!("{:?}: {}", status.code(), status.message()))
             }
             other => Remote::Internal(format!("{other:?}: {}", status.message())),

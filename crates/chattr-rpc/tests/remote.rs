@@ -140,8 +140,9 @@ async fn calls_fail_over_to_a_live_instance() {
     let (_dir, store, cache) = backends().await;
     let one = Instance::start(store.clone(), cache.clone()).await;
     let two = Instance::start(store, cache).await;
-    // A third address where nothing listens: a crashed instance.
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+    // A third address where nothing listens: a crashed instance. The port stays bound
+    // (never listening), so no other test can take it meanwhile.
+    let (dead, _held) = refusing_address();
     let addrs = vec![dead, one.addr.clone(), two.addr.clone()];
     let settings = RemoteSettings::default();
     let auth = RemoteAuth::new(&addrs, &settings).unwrap();
@@ -251,4 +252,50 @@ async fn services_with_a_secret_refuse_callers_without_it() {
     let refused = MessagingClient::from_arc(Arc::new(messaging)).latest_seqs(uuid::Uuid::now_v7()).await;
     assert_eq!(refused.unwrap_err().code(), codes::INTERNAL, "messaging checks the secret too");
     server.stop().await;
+}
+
+/// An address that refuses connections: bound, never listening, held by the returned
+/// socket for as long as the caller keeps it.
+fn refusing_address() -> (String, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().to_string(), socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_dying_under_a_call_fails_it_over_when_safe() {
+    // An "instance" that takes the request and dies before answering (kill -9 mid-call).
+    let dying = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying_addr = dying.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut socket, _)) = dying.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(socket);
+            });
+        }
+    });
+    let (_dir, store, cache) = backends().await;
+    let live = Instance::start(store, cache).await;
+    let addrs = vec![dying_addr, live.addr.clone()];
+    let settings = RemoteSettings::default();
+    let auth =
+        AuthClient::from_arc(Arc::new(RemoteAuth::new(std::slice::from_ref(&live.addr), &settings).unwrap()));
+    let alice = auth.signup(creds("alice"), ClientInfo::default()).await.unwrap();
+    let messaging = MessagingClient::from_arc(Arc::new(RemoteMessaging::new(&addrs, &settings).unwrap()));
+    // Idempotent: the first call goes to the dying instance and is repeated on the live one.
+    let seqs = messaging.latest_seqs(alice.user.id).await.expect("failed over");
+    assert!(seqs.is_empty());
+    // Not idempotent (a group created twice is two groups): reported, not repeated. The
+    // balancer has moved on after the failure, so point a fresh one at the dying instance.
+    let once = RemoteMessaging::new(&addrs[..1], &settings).unwrap();
+    let once = MessagingClient::from_arc(Arc::new(once));
+    let group =
+        CreateConversation { kind: ConversationKind::Group, members: vec![], title: Some("g".into()) };
+    let err = once.create_conversation(alice.user.id, group).await.unwrap_err();
+    assert_eq!(err.code(), codes::UNAVAILABLE, "{err}");
+    live.stop().await;
 }

@@ -113,6 +113,7 @@ impl Server {
                 "a gateway without the messaging role needs remote messaging addresses (--messaging-addrs)"
             );
         }
+        check_split_backends(&settings)?;
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let metrics = telemetry::metrics_handle();
@@ -246,15 +247,49 @@ impl Server {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Waits until every role has stopped (they only stop on shutdown or failure).
+    /// Waits until a role stops. Roles only stop on shutdown or when they fail, so outside
+    /// a shutdown this means the process is no longer whole: stop it (and let a supervisor
+    /// restart it) rather than run on half-working.
     pub async fn wait(&mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.tasks.join_next().await;
     }
 
     /// Signals shutdown without waiting.
     pub fn trigger_shutdown(&self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// Refuses in-process backends that would silently cut a process off from its peers: an
+/// `inproc://` bus, `memory://` cache or `memory://` store connects only the roles of one
+/// process, so a relay without its fan-out (or a gateway without the fan-out that feeds
+/// it) would lose every event without an error. A SQLite file can be shared by processes
+/// on one machine, but the relay lease does not cover it: warn.
+fn check_split_backends(settings: &Settings) -> anyhow::Result<()> {
+    let roles = &settings.services;
+    let has = |r: Role| roles.contains(&r);
+    let all = Role::ALL.iter().all(|r| roles.contains(r));
+    if settings.bus.starts_with("inproc://") && (has(Role::Relay) != has(Role::Fanout)) {
+        bail!("the in-process bus (inproc://) joins a relay only to a fan-out in the same process: give every process the same --bus kafka://…");
+    }
+    let cache_users = [Role::Gateway, Role::Auth, Role::Messaging, Role::Fanout];
+    if settings.cache.starts_with("memory://") && !all && cache_users.into_iter().any(has) {
+        bail!("the in-memory cache (memory://) is not shared between processes: give every process the same --cache redis://…");
+    }
+    let store_users = [Role::Auth, Role::Messaging, Role::Relay, Role::Fanout];
+    let store = settings.store_url();
+    if !all && store_users.into_iter().any(has) {
+        if store.starts_with("memory://") {
+            bail!("the in-memory store (memory://) is not shared between processes: give every process the same --store postgres://…");
+        }
+        if store.starts_with("sqlite://") {
+            tracing::warn!(store = %store, "roles split over processes on SQLite: only safe on one machine with one relay; use PostgreSQL");
+        }
+    }
+    if has(Role::Auth) && settings.grpc_listen.is_some() && settings.jwt_secret.is_none() {
+        tracing::warn!("auth served over gRPC with a token secret generated into this data dir: every auth instance needs the same --jwt-secret");
+    }
+    Ok(())
 }
 
 /// Hides credentials in URLs for logs.

@@ -156,7 +156,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("shutting down");
             server.shutdown().await;
         }
-        _ = server.wait() => {}
+        _ = server.wait() => {
+            tracing::error!("a role stopped unexpectedly; shutting down");
+            server.shutdown().await;
+            anyhow::bail!("a role stopped unexpectedly (see the log above)");
+        }
     }
     Ok(())
 }

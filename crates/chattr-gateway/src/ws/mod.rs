@@ -27,9 +27,11 @@ pub async fn upgrade(
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(settings.max_ws_message_bytes)
         .max_frame_size(settings.max_ws_message_bytes)
-        .on_upgrade(move |socket| {
+        .on_upgrade({
+            // Counted before the upgrade completes: shutdown must not miss a socket whose
+            // handshake raced it. A failed upgrade drops the closure, and the count with it.
             let open = state.sockets.open();
-            async move {
+            move |socket| async move {
                 connection::run(socket, state).await;
                 drop(open);
             }

@@ -245,9 +245,35 @@ async fn a_slow_reader_is_disconnected_resumably_and_loses_nothing() {
     })
     .await;
     assert!(last < total);
-    // Resume from the cursor: the rest arrives, once each, in order.
-    let (mut ws, _) = bob.connect(BTreeMap::from([(conv.id, last)])).await.unwrap();
-    let rest: Vec<u64> = until_synced(&mut ws).await.iter().filter_map(message_seq).collect();
+    // Resume from the cursor: the rest arrives, once each, in order. Fan-out may still be
+    // working through the burst (in the distributed shape it trails by a pipeline), and
+    // its late deliveries can overflow this tiny queue again: then the socket is closed
+    // resumably once more, and the client resumes again from where it got to, as real
+    // clients do.
+    let mut cursor = last;
+    let mut rest = Vec::new();
+    within(async {
+        loop {
+            let (mut ws, _) = bob.connect(BTreeMap::from([(conv.id, cursor)])).await.unwrap();
+            loop {
+                match ws.next().await {
+                    Ok(ServerFrame::Message { message }) if message.conversation_id == conv.id => {
+                        assert_eq!(message.seq, cursor + 1, "in order, nothing skipped or repeated");
+                        cursor = message.seq;
+                        rest.push(message.seq);
+                    }
+                    Ok(ServerFrame::Synced) if cursor == total => return,
+                    Ok(_) => {}
+                    Err(chattr_client::ClientError::Closed { code, .. }) => {
+                        assert_eq!(code, close_codes::SLOW_CONSUMER, "only a resumable close");
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    })
+    .await;
     assert_eq!(rest, ((last + 1)..=total).collect::<Vec<_>>());
 }
 

@@ -2,10 +2,20 @@
 //!
 //! The lock lives exactly as long as the connection: if the holder crashes, its backend
 //! exits and PostgreSQL releases the lock, so a standby takes over within its retry
-//! interval. The holder checks its connection every [`CHECK_EVERY`]; when a check fails it
+//! interval. If the holder's machine or network dies instead, the server finds out through
+//! TCP keepalives, which the lease connection sets to a few seconds (about 11 s, up to
+//! the 10 s user timeout for unacknowledged data). The holder checks its connection every [`CHECK_EVERY`]; when a check fails it
 //! reports the lease lost and stops, even though the server may hold the lock a little
 //! longer (until it notices the dead connection) — the safe direction: for a moment nobody
 //! works, never two at once.
+//!
+//! One overlap remains possible, and is accepted: if the server drops the lock while the
+//! holder's connection still answers (an operator's `pg_terminate_backend` on it, say),
+//! a standby may lead up to one check interval before the old holder notices, and records
+//! the old holder had already handed to the bus still go out. Both publish the same rows
+//! in the same order, so consumers see duplicates (dropped by `(conversation, seq)`) and,
+//! at worst, an edit or read position replayed once more; fencing with a transactional
+//! producer would close this.
 
 use std::time::Duration;
 
@@ -35,8 +45,17 @@ pub(super) async fn acquire(store: &PostgresStore, name: &str) -> StoreResult<Bo
 }
 
 async fn try_acquire(store: &PostgresStore, name: &str) -> StoreResult<Option<Box<dyn Lease>>> {
-    let mut conn = store
-        .options
+    // The lock dies with this connection's backend, and a backend notices a vanished
+    // client only through TCP keepalives: ask for probes within seconds (PostgreSQL's
+    // default leaves it to the OS, about two hours), so a standby takes over soon after
+    // the holder's machine or network dies, not just its process.
+    let options = store.options.clone().options([
+        ("tcp_keepalives_idle", "5"),
+        ("tcp_keepalives_interval", "2"),
+        ("tcp_keepalives_count", "3"),
+        ("tcp_user_timeout", "10000"),
+    ]);
+    let mut conn = options
         .connect()
         .await
         .map_err(|e| StoreError::Backend(format!("connecting for lease {name}: {e}")))?;
