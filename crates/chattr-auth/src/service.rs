@@ -29,7 +29,15 @@ pub struct Auth {
 }
 
 fn internal(e: StoreError) -> AuthError {
-    AuthError::Internal(e.to_string())
+    match e {
+        StoreError::Unavailable(why) => AuthError::Unavailable(why),
+        other => AuthError::Internal(other.to_string()),
+    }
+}
+
+/// Cache failures mean Redis is unreachable or timing out: retryable.
+fn cache_down(e: chattr_cache::CacheError) -> AuthError {
+    AuthError::Unavailable(e.to_string())
 }
 
 fn store_user_agent(client: &ClientInfo) -> Option<String> {
@@ -51,11 +59,7 @@ impl Auth {
     }
 
     async fn limit(&self, key: String, burst: u32, period: Duration) -> Result<(), AuthError> {
-        let decision = self
-            .cache
-            .rate_limit(&key, RateLimit { burst, period })
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let decision = self.cache.rate_limit(&key, RateLimit { burst, period }).await.map_err(cache_down)?;
         match decision {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after } => {

@@ -33,7 +33,15 @@ pub struct Messaging {
 }
 
 fn internal(e: StoreError) -> MessagingError {
-    MessagingError::Internal(e.to_string())
+    match e {
+        StoreError::Unavailable(why) => MessagingError::Unavailable(why),
+        other => MessagingError::Internal(other.to_string()),
+    }
+}
+
+/// Cache failures mean Redis is unreachable or timing out: retryable.
+fn cache_down(e: chattr_cache::CacheError) -> MessagingError {
+    MessagingError::Unavailable(e.to_string())
 }
 
 fn invalid(message: &str) -> MessagingError {
@@ -365,7 +373,7 @@ impl MessagingService for Messaging {
         let visible: Vec<UserId> =
             of.iter().copied().filter(|u| *u == user || contacts.contains(u)).collect();
         let keys: Vec<String> = visible.iter().map(|u| u.to_string()).collect();
-        let states = self.cache.presence(&keys).await.map_err(|e| MessagingError::Internal(e.to_string()))?;
+        let states = self.cache.presence(&keys).await.map_err(cache_down)?;
         Ok(visible
             .into_iter()
             .zip(states)
@@ -386,7 +394,7 @@ impl MessagingService for Messaging {
             .cache
             .presence_up(&user.to_string(), connection, self.presence_ttl())
             .await
-            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+            .map_err(cache_down)?;
         if came_online {
             let contacts = self.store.contacts(user).await.map_err(internal)?;
             let frame = ServerFrame::Presence { user_id: user, online: true, last_seen_at: None };
@@ -401,7 +409,7 @@ impl MessagingService for Messaging {
             .cache
             .presence_down(&user.to_string(), connection, at.timestamp_millis())
             .await
-            .map_err(|e| MessagingError::Internal(e.to_string()))?;
+            .map_err(cache_down)?;
         if went_offline {
             let contacts = self.store.contacts(user).await.map_err(internal)?;
             let frame = ServerFrame::Presence { user_id: user, online: false, last_seen_at: Some(at) };

@@ -31,9 +31,13 @@ pub enum StoreError {
     /// The caller is not a member of the conversation (or it does not exist).
     #[error("not a member")]
     NotMember,
-    /// The backend failed (I/O, connection, corrupt data).
+    /// The backend failed (bad data, a failed statement).
     #[error("store backend: {0}")]
     Backend(String),
+    /// The backend cannot be reached right now (connection refused or lost, pool
+    /// exhausted); the call may succeed if retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// How many rotated-away refresh hashes a session remembers for reuse detection.

@@ -46,8 +46,16 @@ pub struct SqliteStore {
 /// Every sqlx error is a backend failure; the few constraint violations that mean something
 /// to callers (a taken username) are recognised where they can happen.
 impl From<sqlx::Error> for StoreError {
+    /// Errors of reaching the database are `Unavailable` (retryable); the rest `Backend`.
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Backend(other.to_string()),
+        }
     }
 }
 
@@ -288,6 +296,15 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connection_errors_are_unavailable_and_others_backend() {
+        use super::StoreError;
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(StoreError::from(sqlx::Error::Io(refused)), StoreError::Unavailable(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::PoolTimedOut), StoreError::Unavailable(_)));
+        assert!(matches!(StoreError::from(sqlx::Error::RowNotFound), StoreError::Backend(_)));
+    }
+
     use super::*;
 
     /// The pragmas every connection of `pool` runs with.
