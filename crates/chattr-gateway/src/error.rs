@@ -70,6 +70,12 @@ impl From<MessagingError> for ApiError {
     }
 }
 
+impl From<chattr_proto::video::VideoError> for ApiError {
+    fn from(e: chattr_proto::video::VideoError) -> Self {
+        Self::from_service(e)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { code: self.code.to_owned(), message: self.message };

@@ -23,6 +23,7 @@ use axum::Router;
 use chattr_cache::DynCache;
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::MessagingClient;
+use chattr_proto::video::VideoClient;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -48,6 +49,7 @@ pub struct Ops {
 pub struct GatewayState {
     pub(crate) auth: AuthClient,
     pub(crate) messaging: MessagingClient,
+    pub(crate) video: VideoClient,
     pub(crate) hub: Hub,
     pub(crate) settings: Arc<GatewaySettings>,
     pub(crate) ops: Ops,
@@ -62,6 +64,7 @@ impl GatewayState {
     pub async fn new(
         auth: AuthClient,
         messaging: MessagingClient,
+        video: VideoClient,
         cache: DynCache,
         settings: GatewaySettings,
         ops: Ops,
@@ -71,6 +74,7 @@ impl GatewayState {
         Ok(Self {
             auth,
             messaging,
+            video,
             hub,
             settings: Arc::new(settings),
             ops,

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, conversations, messages, users};
+use crate::routes::{auth, calls, conversations, messages, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +13,7 @@ use crate::routes::{auth, conversations, messages, users};
         auth::revoke_other_sessions, users::search, users::presence, conversations::create, conversations::list,
         conversations::get, conversations::rename, conversations::add_member, conversations::remove_member,
         messages::history, messages::send, messages::edit, messages::delete, messages::mark_read, messages::typing,
+        calls::ice_servers,
     ),
     components(schemas(
         chattr_api::v1::ClientFrame, chattr_api::v1::ServerFrame, chattr_api::v1::ConversationCursor,

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod delivery;
 pub mod messaging;
+pub mod video;
 
 use std::time::Duration;
 

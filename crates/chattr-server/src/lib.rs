@@ -202,9 +202,14 @@ impl Server {
                         .map_err(anyhow::Error::msg)?,
                 )),
             };
+            // Minting TURN credentials needs nothing but settings, so the gateway does it
+            // in process until the video role (calls, signaling) arrives.
+            let video =
+                chattr_proto::video::VideoClient::local(chattr_video::Video::new(settings.video.clone()));
             let state = GatewayState::new(
                 auth,
                 messaging,
+                video,
                 backends.cache(),
                 settings.gateway.clone(),
                 ops,

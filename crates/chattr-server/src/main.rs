@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Chat from the terminal.
     Chat(chattr_server::cli::ChatArgs),
     /// Print the OpenAPI document.
@@ -71,6 +71,12 @@ struct ServeArgs {
     /// the same on every process whenever gRPC is reachable beyond loopback).
     #[arg(long, env = "CHATTR_RPC_SECRET", hide_env_values = true)]
     rpc_secret: Option<String>,
+    /// TURN/STUN server URLs for WebRTC, comma-separated (turn:host:3478,…).
+    #[arg(long, env = "CHATTR_TURN_URL")]
+    turn_url: Option<String>,
+    /// The secret shared with the TURN server (coturn's static-auth-secret).
+    #[arg(long, env = "CHATTR_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         None => runtime.block_on(serve(ServeArgs::default())),
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         Some(Command::Chat(args)) => {
             runtime.block_on(args.command.run(&args.server, args.profile.as_deref()))
         }
@@ -133,6 +139,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.rpc_secret {
         settings.remote.secret = Some(v.into());
+    }
+    if let Some(v) = args.turn_url {
+        settings.video.turn_urls = chattr_server::settings::address_list(&v);
+    }
+    if let Some(v) = args.turn_secret {
+        settings.video.turn_secret = Some(v.into());
     }
     chattr_server::telemetry::init_logging(settings.log_format);
     let listener = tokio::net::TcpListener::bind(settings.listen)

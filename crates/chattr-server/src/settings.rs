@@ -105,6 +105,8 @@ pub struct Settings {
     pub grpc_listen: Option<SocketAddr>,
     /// Where the roles this process does not run live.
     pub remote: RemoteSettings,
+    /// Video tunables (TURN).
+    pub video: chattr_video::VideoSettings,
 }
 
 /// Addresses of remote services (gRPC), for roles this process does not run.
@@ -169,6 +171,7 @@ impl Default for Settings {
             gateway: GatewaySettings::default(),
             grpc_listen: None,
             remote: RemoteSettings::default(),
+            video: chattr_video::VideoSettings::default(),
         }
     }
 }

@@ -1,11 +1,13 @@
 //! Version 1 of the Chattr protocol. See `docs/protocol.md`.
 
 mod auth;
+mod calls;
 mod conversations;
 mod error;
 mod ws;
 
 pub use auth::*;
+pub use calls::*;
 pub use conversations::*;
 pub use error::*;
 pub use ws::*;

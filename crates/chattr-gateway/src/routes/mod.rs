@@ -1,6 +1,7 @@
 //! REST routes and the router that ties them to the WebSocket and ops endpoints.
 
 pub(crate) mod auth;
+pub(crate) mod calls;
 pub(crate) mod conversations;
 pub(crate) mod messages;
 pub(crate) mod ops;
@@ -32,6 +33,7 @@ pub fn router(state: GatewayState) -> Router {
         .route("/conversations/{id}/messages/{message_id}", patch(messages::edit).delete(messages::delete))
         .route("/conversations/{id}/read", post(messages::mark_read))
         .route("/conversations/{id}/typing", post(messages::typing))
+        .route("/calls/ice-servers", get(calls::ice_servers))
         .route("/ws", get(ws::upgrade));
     Router::new()
         .nest("/v1", v1)

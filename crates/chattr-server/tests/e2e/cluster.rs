@@ -60,6 +60,8 @@ pub struct Cluster {
     pub gateways: Vec<Role>,
     dir: std::path::PathBuf,
     generation: u32,
+    /// Secrets of the settings (never in the TOML file), passed as environment.
+    secrets: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -79,7 +81,12 @@ impl Cluster {
             gateways: Vec::new(),
             dir: dir.to_owned(),
             generation: 0,
+            secrets: Vec::new(),
         };
+        if let Some(secret) = &settings.video.turn_secret {
+            use secrecy::ExposeSecret;
+            cluster.secrets.push(("CHATTR_TURN_SECRET".to_owned(), secret.expose_secret().to_owned()));
+        }
         let config = dir.join("chattr.toml");
         std::fs::write(&config, settings.to_toml().expect("settings as TOML")).expect("writing config");
         cluster.generation = next_generation();
@@ -127,11 +134,12 @@ impl Cluster {
         args.push(self.dir.join("chattr.toml").display().to_string());
         args.extend(["--listen", "127.0.0.1:0"].map(String::from));
         args.extend(services.iter().chain(extra).map(|s| s.to_string()));
-        let envs = vec![
+        let mut envs = self.secrets.clone();
+        envs.extend([
             ("CHATTR__JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
             ("CHATTR_RPC_SECRET".to_owned(), RPC_SECRET.to_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
-        ];
+        ]);
         let name = format!("{name}-g{}", self.generation);
         Supervised::spawn(&name, Path::new(env!("CARGO_BIN_EXE_chattr")), &args, &envs, &self.dir)
     }

@@ -6,6 +6,7 @@ mod harness;
 
 mod auth;
 mod backends;
+mod calls;
 mod cli;
 mod conversations;
 mod delivery;
