@@ -55,6 +55,7 @@ async fn health_ready_metrics_and_openapi() {
         "/v1/conversations/{id}/messages",
         "/v1/conversations/{id}/messages/{message_id}",
         "/v1/conversations/{id}/read",
+        "/v1/calls/ice-servers",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
