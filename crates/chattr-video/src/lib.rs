@@ -1,7 +1,8 @@
-//! The video service. So far it mints TURN credentials for WebRTC (the TURN REST API
-//! scheme coturn implements with `use-auth-secret`); call orchestration and signaling
-//! come next (issue 5).
+//! The video service. So far: TURN credentials for WebRTC (the TURN REST API scheme
+//! coturn implements with `use-auth-secret`), and the call lifecycle as a pure state
+//! machine ([`call`]); storing calls in the cache, signaling and events come next.
 
+pub mod call;
 pub mod turn;
 
 use async_trait::async_trait;
