@@ -237,6 +237,22 @@ fn never_sent(status: &Status) -> bool {
     false
 }
 
+/// One remote call: builds the request, calls with failover (see [`Balancer::call`]) and
+/// turns a failure into the service's error; evaluates to the reply message.
+macro_rules! remote_call {
+    ($self:ident, $stub:ident, $error:path, $method:ident, $retry:expr, $msg:expr) => {{
+        let msg = $msg;
+        let out = $self
+            .0
+            .call(stringify!($method), $retry, |ch, d| {
+                let msg = msg.clone();
+                async move { $stub::new(ch).$method(d.request(msg)).await }
+            })
+            .await;
+        decode(out, $error)?
+    }};
+}
+
 /// The auth service over gRPC.
 pub struct RemoteAuth(Balancer);
 
@@ -262,19 +278,15 @@ impl AuthService for RemoteAuth {
         creds: api::Credentials,
         client: ClientInfo,
     ) -> Result<api::AuthResponse, AuthError> {
-        let msg = pb::CredentialsRequest {
-            username: creds.username,
-            password: creds.password,
-            client: Some(cv::client_info(client)),
-        };
-        let out = self
-            .0
-            .call("signup", Retry::Once, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).signup(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(cv::auth_response_from(decode(out, auth_error)?))
+        let msg = credentials(creds, client);
+        auth_decode(cv::auth_response_from(remote_call!(
+            self,
+            AuthStub,
+            auth_error,
+            signup,
+            Retry::Once,
+            msg
+        )))
     }
 
     async fn login(
@@ -282,19 +294,8 @@ impl AuthService for RemoteAuth {
         creds: api::Credentials,
         client: ClientInfo,
     ) -> Result<api::AuthResponse, AuthError> {
-        let msg = pb::CredentialsRequest {
-            username: creds.username,
-            password: creds.password,
-            client: Some(cv::client_info(client)),
-        };
-        let out = self
-            .0
-            .call("login", Retry::Once, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).login(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(cv::auth_response_from(decode(out, auth_error)?))
+        let msg = credentials(creds, client);
+        auth_decode(cv::auth_response_from(remote_call!(self, AuthStub, auth_error, login, Retry::Once, msg)))
     }
 
     async fn refresh(&self, refresh_token: &str, client: ClientInfo) -> Result<api::AuthResponse, AuthError> {
@@ -302,111 +303,64 @@ impl AuthService for RemoteAuth {
             refresh_token: refresh_token.to_owned(),
             client: Some(cv::client_info(client)),
         };
-        let out = self
-            .0
-            .call("refresh", Retry::Once, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).refresh(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(cv::auth_response_from(decode(out, auth_error)?))
+        // Never repeated once it may have arrived: a second rotation looks like token theft.
+        auth_decode(cv::auth_response_from(remote_call!(
+            self,
+            AuthStub,
+            auth_error,
+            refresh,
+            Retry::Once,
+            msg
+        )))
     }
 
     async fn logout(&self, who: Principal) -> Result<(), AuthError> {
-        let msg = cv::principal(who);
-        let out = self
-            .0
-            .call("logout", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).logout(d.request(msg)).await }
-            })
-            .await;
-        decode(out, auth_error).map(drop)
+        remote_call!(self, AuthStub, auth_error, logout, Retry::Idempotent, cv::principal(who));
+        Ok(())
     }
 
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError> {
         let msg = pb::AuthenticateRequest { access_token: access_token.to_owned() };
-        let out = self
-            .0
-            .call("authenticate", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).authenticate(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(cv::principal_from(&decode(out, auth_error)?))
+        auth_decode(cv::principal_from(&remote_call!(
+            self,
+            AuthStub,
+            auth_error,
+            authenticate,
+            Retry::Idempotent,
+            msg
+        )))
     }
 
     async fn check_session(&self, who: Principal) -> Result<(), AuthError> {
-        let msg = cv::principal(who);
-        let out = self
-            .0
-            .call("check_session", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).check_session(d.request(msg)).await }
-            })
-            .await;
-        decode(out, auth_error).map(drop)
+        remote_call!(self, AuthStub, auth_error, check_session, Retry::Idempotent, cv::principal(who));
+        Ok(())
     }
 
     async fn touch(&self, who: Principal) -> Result<(), AuthError> {
-        let msg = cv::principal(who);
-        let out = self
-            .0
-            .call("touch", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).touch(d.request(msg)).await }
-            })
-            .await;
-        decode(out, auth_error).map(drop)
+        remote_call!(self, AuthStub, auth_error, touch, Retry::Idempotent, cv::principal(who));
+        Ok(())
     }
 
     async fn user(&self, id: UserId) -> Result<api::User, AuthError> {
         let msg = pb::GetUserRequest { user_id: id.to_string() };
-        let out = self
-            .0
-            .call("get_user", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).get_user(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(cv::user_from(decode(out, auth_error)?))
+        auth_decode(cv::user_from(remote_call!(self, AuthStub, auth_error, get_user, Retry::Idempotent, msg)))
     }
 
     async fn sessions(&self, who: Principal) -> Result<Vec<api::SessionInfo>, AuthError> {
-        let msg = cv::principal(who);
-        let out = self
-            .0
-            .call("sessions", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).sessions(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(decode(out, auth_error)?.sessions.into_iter().map(cv::session_from).collect())
+        let out = remote_call!(self, AuthStub, auth_error, sessions, Retry::Idempotent, cv::principal(who));
+        auth_decode(out.sessions.into_iter().map(cv::session_from).collect())
     }
 
     async fn revoke_session(&self, who: Principal, id: SessionId) -> Result<(), AuthError> {
         let msg = pb::RevokeSessionRequest { who: Some(cv::principal(who)), session_id: id.to_string() };
         // Repeating a revocation that went through would answer `not_found`.
-        let out = self
-            .0
-            .call("revoke_session", Retry::Once, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).revoke_session(d.request(msg)).await }
-            })
-            .await;
-        decode(out, auth_error).map(drop)
+        remote_call!(self, AuthStub, auth_error, revoke_session, Retry::Once, msg);
+        Ok(())
     }
 
     async fn revoke_other_sessions(&self, who: Principal) -> Result<u32, AuthError> {
         let msg = cv::principal(who);
-        let out = self
-            .0
-            .call("revoke_other_sessions", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).revoke_other_sessions(d.request(msg)).await }
-            })
-            .await;
-        decode(out, auth_error).map(|r| r.revoked)
+        Ok(remote_call!(self, AuthStub, auth_error, revoke_other_sessions, Retry::Idempotent, msg).revoked)
     }
 
     async fn search_users(
@@ -416,14 +370,16 @@ impl AuthService for RemoteAuth {
         limit: u32,
     ) -> Result<Vec<api::User>, AuthError> {
         let msg = pb::SearchUsersRequest { who: Some(cv::principal(who)), prefix: prefix.to_owned(), limit };
-        let out = self
-            .0
-            .call("search_users", Retry::Idempotent, |ch, d| {
-                let msg = msg.clone();
-                async move { AuthStub::new(ch).search_users(d.request(msg)).await }
-            })
-            .await;
-        auth_decode(decode(out, auth_error)?.users.into_iter().map(cv::user_from).collect())
+        let out = remote_call!(self, AuthStub, auth_error, search_users, Retry::Idempotent, msg);
+        auth_decode(out.users.into_iter().map(cv::user_from).collect())
+    }
+}
+
+fn credentials(creds: api::Credentials, client: ClientInfo) -> pb::CredentialsRequest {
+    pb::CredentialsRequest {
+        username: creds.username,
+        password: creds.password,
+        client: Some(cv::client_info(client)),
     }
 }
 
@@ -441,21 +397,6 @@ fn msg_decode<T>(value: Result<T, Status>) -> Result<T, MessagingError> {
     value.map_err(|s| MessagingError::Internal(format!("malformed reply: {}", s.message())))
 }
 
-/// Generates one remote messaging call: builds the request, calls with failover, decodes.
-macro_rules! messaging_call {
-    ($self:ident, $method:ident, $retry:expr, $msg:expr) => {{
-        let msg = $msg;
-        let out = $self
-            .0
-            .call(stringify!($method), $retry, |ch, d| {
-                let msg = msg.clone();
-                async move { MessagingStub::new(ch).$method(d.request(msg)).await }
-            })
-            .await;
-        decode(out, messaging_error)?
-    }};
-}
-
 #[async_trait]
 impl MessagingService for RemoteMessaging {
     async fn create_conversation(
@@ -469,8 +410,10 @@ impl MessagingService for RemoteMessaging {
             api::ConversationKind::Direct => Retry::Idempotent,
             api::ConversationKind::Group => Retry::Once,
         };
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             create_conversation,
             retry,
             pb::CreateConversationRequest {
@@ -486,8 +429,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn list_conversations(&self, user: UserId) -> Result<Vec<api::Conversation>, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             list_conversations,
             Retry::Idempotent,
             pb::UserRequest { user_id: user.to_string() }
@@ -500,8 +445,10 @@ impl MessagingService for RemoteMessaging {
         user: UserId,
         id: ConversationId,
     ) -> Result<api::Conversation, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             get_conversation,
             Retry::Idempotent,
             pb::ConversationRequest { user_id: user.to_string(), conversation_id: id.to_string() }
@@ -515,8 +462,10 @@ impl MessagingService for RemoteMessaging {
         id: ConversationId,
         title: &str,
     ) -> Result<api::Conversation, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             rename,
             Retry::Idempotent,
             pb::RenameRequest {
@@ -534,8 +483,10 @@ impl MessagingService for RemoteMessaging {
         id: ConversationId,
         member: UserId,
     ) -> Result<api::Conversation, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             add_member,
             Retry::Idempotent,
             pb::MemberRequest {
@@ -553,8 +504,10 @@ impl MessagingService for RemoteMessaging {
         id: ConversationId,
         member: UserId,
     ) -> Result<(), MessagingError> {
-        messaging_call!(
+        remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             remove_member,
             Retry::Once,
             pb::MemberRequest {
@@ -573,8 +526,10 @@ impl MessagingService for RemoteMessaging {
         msg: api::SendMessage,
     ) -> Result<(api::Message, bool), MessagingError> {
         // Idempotent by `client_msg_id`: a repeat returns the first message, not a second.
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             send,
             Retry::Idempotent,
             pb::SendRequest {
@@ -594,8 +549,10 @@ impl MessagingService for RemoteMessaging {
         id: ConversationId,
         q: HistoryQuery,
     ) -> Result<Vec<api::Message>, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             history,
             Retry::Idempotent,
             pb::HistoryRequest {
@@ -616,8 +573,10 @@ impl MessagingService for RemoteMessaging {
         message_id: MessageId,
         body: &str,
     ) -> Result<api::Message, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             edit,
             Retry::Idempotent,
             pb::EditRequest {
@@ -636,8 +595,10 @@ impl MessagingService for RemoteMessaging {
         id: ConversationId,
         message_id: MessageId,
     ) -> Result<api::Message, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             delete,
             Retry::Idempotent,
             pb::MessageRequest {
@@ -650,8 +611,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn mark_read(&self, user: UserId, id: ConversationId, seq: u64) -> Result<u64, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             mark_read,
             Retry::Idempotent,
             pb::MarkReadRequest { user_id: user.to_string(), conversation_id: id.to_string(), seq }
@@ -660,8 +623,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn typing(&self, user: UserId, id: ConversationId) -> Result<(), MessagingError> {
-        messaging_call!(
+        remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             typing,
             Retry::Idempotent,
             pb::ConversationRequest { user_id: user.to_string(), conversation_id: id.to_string() }
@@ -670,8 +635,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn latest_seqs(&self, user: UserId) -> Result<Vec<(ConversationId, u64)>, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             latest_seqs,
             Retry::Idempotent,
             pb::UserRequest { user_id: user.to_string() }
@@ -685,8 +652,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn presence(&self, user: UserId, of: &[UserId]) -> Result<Vec<api::Presence>, MessagingError> {
-        let out = messaging_call!(
+        let out = remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             get_presence,
             Retry::Idempotent,
             pb::PresenceRequest {
@@ -698,8 +667,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn presence_up(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
-        messaging_call!(
+        remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             presence_up,
             Retry::Idempotent,
             pb::PresenceChange { user_id: user.to_string(), connection: connection.to_owned() }
@@ -708,8 +679,10 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
-        messaging_call!(
+        remote_call!(
             self,
+            MessagingStub,
+            messaging_error,
             presence_down,
             Retry::Idempotent,
             pb::PresenceChange { user_id: user.to_string(), connection: connection.to_owned() }

@@ -61,16 +61,16 @@ impl Backends {
         Ok(backends)
     }
 
-    fn store(&self) -> DynStore {
-        self.store.clone().expect("store opened for this role")
+    fn store(&self) -> anyhow::Result<DynStore> {
+        self.store.clone().context("no store opened for this role (a wiring bug)")
     }
 
-    fn bus(&self) -> DynBus {
-        self.bus.clone().expect("bus opened for this role")
+    fn bus(&self) -> anyhow::Result<DynBus> {
+        self.bus.clone().context("no bus opened for this role (a wiring bug)")
     }
 
-    fn cache(&self) -> DynCache {
-        self.cache.clone().expect("cache opened for this role")
+    fn cache(&self) -> anyhow::Result<DynCache> {
+        self.cache.clone().context("no cache opened for this role (a wiring bug)")
     }
 
     /// `/ready`: every backend this process opened answers.
@@ -127,12 +127,12 @@ impl Server {
         };
 
         if has(Role::Relay) {
-            let (store, bus, poke) = (backends.store(), backends.bus(), outbox.clone());
+            let (store, bus, poke) = (backends.store()?, backends.bus()?, outbox.clone());
             let poll = std::time::Duration::from_millis(settings.messaging.relay_poll_ms.max(1));
             tasks.spawn(chattr_messaging::relay::run(store, bus, poke, poll, stopped(shutdown_rx.clone())));
         }
         if has(Role::Fanout) {
-            let (bus, store, cache) = (backends.bus(), backends.store(), backends.cache());
+            let (bus, store, cache) = (backends.bus()?, backends.store()?, backends.cache()?);
             tasks.spawn(chattr_messaging::fanout::run(bus, store, cache, stopped(shutdown_rx.clone())));
         }
 
@@ -142,8 +142,8 @@ impl Server {
                 None => secrets::load_or_create(&settings.data_dir.join("jwt.secret"))?,
             };
             let auth = Auth::new(
-                backends.store(),
-                backends.cache(),
+                backends.store()?,
+                backends.cache()?,
                 TokenKeys::new(&secret),
                 settings.auth.clone(),
                 outbox.clone(),
@@ -153,15 +153,17 @@ impl Server {
         } else {
             None
         };
-        let local_messaging = has(Role::Messaging).then(|| {
-            let messaging = Messaging::new(
-                backends.store(),
-                backends.cache(),
+        let local_messaging = if has(Role::Messaging) {
+            let (store, cache) = (backends.store()?, backends.cache()?);
+            Some(MessagingClient::local(Messaging::new(
+                store,
+                cache,
                 settings.messaging.clone(),
                 outbox.clone(),
-            );
-            MessagingClient::local(messaging)
-        });
+            )))
+        } else {
+            None
+        };
 
         let mut grpc_addr = None;
         if let Some(grpc_listen) =
@@ -210,7 +212,7 @@ impl Server {
                 auth,
                 messaging,
                 video,
-                backends.cache(),
+                backends.cache()?,
                 settings.gateway.clone(),
                 ops,
                 shutdown_rx.clone(),
