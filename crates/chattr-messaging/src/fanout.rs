@@ -34,8 +34,8 @@ struct Fanout {
     /// conversation's partition: membership events arrive there, in order with its
     /// messages, and invalidate the entry. See [`Fanout::note_offset`] for when it does not.
     members: HashMap<ConversationId, Arc<[UserId]>>,
-    /// The last offset handled per (topic, partition).
-    offsets: HashMap<(String, u32), u64>,
+    /// The last offset handled per topic and partition.
+    offsets: HashMap<String, HashMap<u32, u64>>,
 }
 
 /// Runs fan-out until `shutdown` resolves.
@@ -107,8 +107,12 @@ impl Fanout {
     /// partition was processed elsewhere meanwhile (it moved to another instance and back,
     /// or records are being redelivered), so membership changes may have been missed.
     fn note_offset(&mut self, record: &BusRecord) {
-        let key = (record.topic.clone(), record.partition);
-        let previous = self.offsets.insert(key, record.offset);
+        // No allocation per record: the topic's entry is made once.
+        let partitions = match self.offsets.get_mut(record.topic.as_str()) {
+            Some(p) => p,
+            None => self.offsets.entry(record.topic.clone()).or_default(),
+        };
+        let previous = partitions.insert(record.partition, record.offset);
         if previous.is_some_and(|last| record.offset != last + 1) && !self.members.is_empty() {
             debug!(topic = %record.topic, partition = record.partition, "partition jumped; member cache cleared");
             self.members.clear();
