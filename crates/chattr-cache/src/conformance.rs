@@ -36,6 +36,9 @@ macro_rules! cache_conformance_tests {
             pubsub_every_connection_gets_it,
             pubsub_publish_many,
             pubsub_full_queue_drops_instead_of_blocking,
+            values_compare_and_swap,
+            values_expire,
+            due_sets_order_and_replace,
             ping_answers,
         );
     };
@@ -291,4 +294,46 @@ pub async fn pubsub_full_queue_drops_instead_of_blocking(cache: DynCache) {
 /// `ping` answers.
 pub async fn ping_answers(cache: DynCache) {
     within("ping", cache.ping()).await.expect("ping");
+}
+
+/// `compare_and_swap` writes only over the expected value (or absence) and deletes.
+pub async fn values_compare_and_swap(cache: DynCache) {
+    let key = unique("cas");
+    let ttl = Duration::from_secs(60);
+    assert_eq!(cache.get(&key).await.unwrap(), None);
+    assert!(!cache.compare_and_swap(&key, Some(b"x"), Some(b"y"), ttl).await.unwrap(), "absent is not x");
+    assert!(cache.compare_and_swap(&key, None, Some(b"one"), ttl).await.unwrap());
+    assert!(!cache.compare_and_swap(&key, None, Some(b"two"), ttl).await.unwrap(), "present is not absent");
+    assert!(!cache.compare_and_swap(&key, Some(b"two"), Some(b"three"), ttl).await.unwrap());
+    assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"one"[..]));
+    assert!(cache.compare_and_swap(&key, Some(b"one"), Some(b"\x00binary\xff"), ttl).await.unwrap());
+    assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"\x00binary\xff"[..]));
+    assert!(cache.compare_and_swap(&key, Some(b"\x00binary\xff"), None, ttl).await.unwrap());
+    assert_eq!(cache.get(&key).await.unwrap(), None);
+}
+
+/// A written value is gone after its TTL.
+pub async fn values_expire(cache: DynCache) {
+    let key = unique("ttl");
+    assert!(cache.compare_and_swap(&key, None, Some(b"v"), Duration::from_millis(200)).await.unwrap());
+    assert!(cache.get(&key).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(cache.get(&key).await.unwrap(), None);
+    assert!(cache.compare_and_swap(&key, None, Some(b"again"), Duration::from_secs(5)).await.unwrap());
+}
+
+/// Due-sets answer members due by a time, earliest first; scheduling again moves a member.
+pub async fn due_sets_order_and_replace(cache: DynCache) {
+    let set = unique("due");
+    cache.schedule(&set, "late", 3_000).await.unwrap();
+    cache.schedule(&set, "early", 1_000).await.unwrap();
+    cache.schedule(&set, "middle", 2_000).await.unwrap();
+    assert_eq!(cache.due(&set, 999, 10).await.unwrap(), Vec::<String>::new());
+    assert_eq!(cache.due(&set, 2_000, 10).await.unwrap(), ["early", "middle"]);
+    assert_eq!(cache.due(&set, 5_000, 2).await.unwrap(), ["early", "middle"], "limit");
+    cache.schedule(&set, "early", 4_000).await.unwrap();
+    assert_eq!(cache.due(&set, 3_500, 10).await.unwrap(), ["middle", "late"]);
+    cache.unschedule(&set, "middle").await.unwrap();
+    cache.unschedule(&set, "never-there").await.unwrap();
+    assert_eq!(cache.due(&set, 10_000, 10).await.unwrap(), ["late", "early"]);
 }

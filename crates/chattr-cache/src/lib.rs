@@ -1,5 +1,6 @@
-//! The shared, non-durable state of Chattr: presence with TTLs, rate limits, and pub/sub
-//! for fan-out and ephemeral events.
+//! The shared, non-durable state of Chattr: presence with TTLs, rate limits, pub/sub for
+//! fan-out and ephemeral events, and small values with TTLs and compare-and-swap plus
+//! due-sets (calls and their timers).
 //!
 //! [`memory::MemoryCache`] is the reference and embedded impl; [`redis::RedisCache`]
 //! shares the state between processes. Every impl must pass the suite in [`conformance`].
@@ -100,6 +101,25 @@ pub trait Cache: Send + Sync + 'static {
     /// Opens a pub/sub connection. `capacity` bounds its incoming queue; when full, the
     /// connection drops messages rather than grow (counted and logged).
     async fn pubsub(&self, capacity: usize) -> CacheResult<PubSub>;
+
+    /// Reads a value (`None` when absent or expired).
+    async fn get(&self, key: &str) -> CacheResult<Option<Bytes>>;
+    /// Replaces the value of `key` with `new` (deletes it when `None`) only if its current
+    /// value is exactly `expected` (`None`: absent), atomically across processes. A written
+    /// value expires after `ttl`. Returns whether it was written.
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> CacheResult<bool>;
+    /// Puts `member` in the due-set `set` at `at_ms` (Unix ms), replacing its earlier time.
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> CacheResult<()>;
+    /// Up to `limit` members of `set` due at or before `now_ms`, earliest first.
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> CacheResult<Vec<String>>;
+    /// Takes `member` out of the due-set `set`.
+    async fn unschedule(&self, set: &str, member: &str) -> CacheResult<()>;
 
     /// Checks the backend answers (for `/ready`).
     async fn ping(&self) -> CacheResult<()>;

@@ -4,7 +4,7 @@
 //! Times use [`tokio::time::Instant`], so tests may pause and advance tokio's clock;
 //! `last_seen_ms` values are wall-clock Unix milliseconds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +29,15 @@ pub struct MemoryCache {
     presence: Mutex<Expiring<UserPresence>>,
     hub: Arc<Mutex<Hub>>,
     dropped: AtomicU64,
+    values: Mutex<Expiring<(Bytes, Instant)>>,
+    due_sets: Mutex<HashMap<String, DueSet>>,
+}
+
+/// Members ordered by due time, with each member's time for replacing it.
+#[derive(Default)]
+struct DueSet {
+    by_time: BTreeSet<(i64, String)>,
+    at: HashMap<String, i64>,
 }
 
 impl MemoryCache {
@@ -273,6 +282,72 @@ impl Cache for MemoryCache {
         hub.subscribers.insert(id, Subscriber { tx, channels: HashSet::new() });
         let control = MemoryPubSubControl { id, hub: Arc::clone(&self.hub) };
         Ok(PubSub { control: Box::new(control), messages })
+    }
+
+    async fn get(&self, key: &str) -> CacheResult<Option<Bytes>> {
+        let now = Instant::now();
+        let values = self.values.lock();
+        Ok(values.map.get(key).filter(|(_, expiry)| *expiry > now).map(|(v, _)| v.clone()))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> CacheResult<bool> {
+        let now = Instant::now();
+        let mut values = self.values.lock();
+        let current = values.map.get(key).filter(|(_, expiry)| *expiry > now).map(|(v, _)| &v[..]);
+        if current != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => {
+                values.map.insert(key.to_owned(), (Bytes::copy_from_slice(value), now + ttl));
+                values.maybe_purge(|(_, expiry)| *expiry > now);
+            }
+            None => {
+                values.map.remove(key);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> CacheResult<()> {
+        let mut sets = self.due_sets.lock();
+        let due = sets.entry(set.to_owned()).or_default();
+        if let Some(old) = due.at.insert(member.to_owned(), at_ms) {
+            due.by_time.remove(&(old, member.to_owned()));
+        }
+        due.by_time.insert((at_ms, member.to_owned()));
+        Ok(())
+    }
+
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> CacheResult<Vec<String>> {
+        let sets = self.due_sets.lock();
+        let Some(due) = sets.get(set) else { return Ok(Vec::new()) };
+        Ok(due
+            .by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(_, m)| m.clone())
+            .collect())
+    }
+
+    async fn unschedule(&self, set: &str, member: &str) -> CacheResult<()> {
+        let mut sets = self.due_sets.lock();
+        if let Some(due) = sets.get_mut(set) {
+            if let Some(at) = due.at.remove(member) {
+                due.by_time.remove(&(at, member.to_owned()));
+            }
+            if due.at.is_empty() {
+                sets.remove(set);
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> CacheResult<()> {

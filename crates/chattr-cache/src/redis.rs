@@ -212,7 +212,25 @@ struct Scripts {
     presence_up: Script,
     presence_down: Script,
     presence: Script,
+    compare_and_swap: Script,
 }
+
+/// Compare-and-swap: KEYS[1]; ARGV[1] "1" if a current value is expected, ARGV[2] that
+/// value, ARGV[3] "1" to write (else delete), ARGV[4] the new value, ARGV[5] TTL in ms.
+const COMPARE_AND_SWAP_LUA: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])
+else
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"#;
 
 impl Scripts {
     fn new() -> Self {
@@ -222,6 +240,7 @@ impl Scripts {
             presence_up: with_prelude(PRESENCE_UP_LUA),
             presence_down: with_prelude(PRESENCE_DOWN_LUA),
             presence: with_prelude(PRESENCE_LUA),
+            compare_and_swap: Script::new(COMPARE_AND_SWAP_LUA),
         }
     }
 }
@@ -252,6 +271,14 @@ impl Names {
 
     fn channel(&self, channel: &str) -> String {
         format!("{}{channel}", self.channels)
+    }
+
+    fn value(&self, key: &str) -> String {
+        format!("{}kv:{key}", self.keys)
+    }
+
+    fn due_set(&self, set: &str) -> String {
+        format!("{}due:{set}", self.keys)
     }
 }
 
@@ -450,6 +477,70 @@ impl Cache for RedisCache {
         tokio::spawn(worker.run(connection));
         let control = RedisPubSubControl { commands: commands_tx, names: Arc::clone(&self.names) };
         Ok(PubSub { control: Box::new(control), messages })
+    }
+
+    async fn get(&self, key: &str) -> CacheResult<Option<Bytes>> {
+        let mut con = self.con.clone();
+        let value: Option<Vec<u8>> =
+            bounded(::redis::cmd("GET").arg(self.names.value(key)).query_async(&mut con)).await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl: Duration,
+    ) -> CacheResult<bool> {
+        let mut con = self.con.clone();
+        let flag = |present: bool| if present { "1" } else { "0" };
+        let written: i64 = bounded(
+            self.scripts
+                .compare_and_swap
+                .key(self.names.value(key))
+                .arg(flag(expected.is_some()))
+                .arg(expected.unwrap_or_default())
+                .arg(flag(new.is_some()))
+                .arg(new.unwrap_or_default())
+                .arg(lua_millis_ceil(ttl).max(1))
+                .invoke_async(&mut con),
+        )
+        .await?;
+        Ok(written == 1)
+    }
+
+    async fn schedule(&self, set: &str, member: &str, at_ms: i64) -> CacheResult<()> {
+        let mut con = self.con.clone();
+        bounded(
+            ::redis::cmd("ZADD")
+                .arg(self.names.due_set(set))
+                .arg(at_ms)
+                .arg(member)
+                .query_async::<()>(&mut con),
+        )
+        .await
+    }
+
+    async fn due(&self, set: &str, now_ms: i64, limit: usize) -> CacheResult<Vec<String>> {
+        let mut con = self.con.clone();
+        bounded(
+            ::redis::cmd("ZRANGEBYSCORE")
+                .arg(self.names.due_set(set))
+                .arg("-inf")
+                .arg(now_ms)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut con),
+        )
+        .await
+    }
+
+    async fn unschedule(&self, set: &str, member: &str) -> CacheResult<()> {
+        let mut con = self.con.clone();
+        bounded(::redis::cmd("ZREM").arg(self.names.due_set(set)).arg(member).query_async::<()>(&mut con))
+            .await
     }
 
     async fn ping(&self) -> CacheResult<()> {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use chattr_api::v1::Message;
+use chattr_api::v1::{CallOutcome, Message};
 
 use crate::{ConversationId, SessionId, UserId};
 
@@ -14,6 +14,11 @@ pub const EVENT_SCHEMA_VERSION: u32 = 1;
 pub const TOPIC_CONVERSATIONS: &str = "chattr.conversations";
 /// Bus topic for user- and session-scoped events, keyed by user id.
 pub const TOPIC_USERS: &str = "chattr.users";
+/// Bus topic for call events, keyed by conversation id.
+pub const TOPIC_CALLS: &str = "chattr.calls";
+
+/// Identifier of a call.
+pub type CallId = uuid::Uuid;
 
 /// One domain event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +96,52 @@ pub enum Event {
         /// The session.
         session_id: SessionId,
     },
+    /// A call started ringing.
+    #[serde(rename = "call.started")]
+    CallStarted {
+        /// The call.
+        call_id: CallId,
+        /// Its conversation.
+        conversation_id: ConversationId,
+        /// Who called.
+        caller_id: UserId,
+    },
+    /// Someone joined a call (the caller too, when it starts).
+    #[serde(rename = "call.participant_joined")]
+    CallParticipantJoined {
+        /// The call.
+        call_id: CallId,
+        /// Its conversation.
+        conversation_id: ConversationId,
+        /// Who.
+        user_id: UserId,
+    },
+    /// Someone left a call.
+    #[serde(rename = "call.participant_left")]
+    CallParticipantLeft {
+        /// The call.
+        call_id: CallId,
+        /// Its conversation.
+        conversation_id: ConversationId,
+        /// Who.
+        user_id: UserId,
+    },
+    /// A call ended.
+    #[serde(rename = "call.ended")]
+    CallEnded {
+        /// The call.
+        call_id: CallId,
+        /// Its conversation.
+        conversation_id: ConversationId,
+        /// Who called.
+        caller_id: UserId,
+        /// How it ended.
+        outcome: CallOutcome,
+        /// From the first answer to the end (0 if nobody answered).
+        duration_ms: u64,
+        /// Everyone who was in the call at some point, the caller included.
+        participants: Vec<UserId>,
+    },
 }
 
 impl Event {
@@ -107,6 +158,10 @@ impl Event {
             Event::MemberRemoved { .. } => "conversation.member_removed",
             Event::UserRegistered { .. } => "user.registered",
             Event::SessionRevoked { .. } => "session.revoked",
+            Event::CallStarted { .. } => "call.started",
+            Event::CallParticipantJoined { .. } => "call.participant_joined",
+            Event::CallParticipantLeft { .. } => "call.participant_left",
+            Event::CallEnded { .. } => "call.ended",
         }
     }
 
@@ -126,6 +181,10 @@ impl Event {
             Event::UserRegistered { user_id, .. } | Event::SessionRevoked { user_id, .. } => {
                 (TOPIC_USERS, user_id.to_string())
             }
+            Event::CallStarted { conversation_id, .. }
+            | Event::CallParticipantJoined { conversation_id, .. }
+            | Event::CallParticipantLeft { conversation_id, .. }
+            | Event::CallEnded { conversation_id, .. } => (TOPIC_CALLS, conversation_id.to_string()),
         }
     }
 

@@ -186,6 +186,11 @@ impl Inner {
         let sockets = self.sockets.lock();
         if let Some(list) = sockets.get(&user) {
             for slot in list {
+                if let DeliveryKind::ToSession { session_id } = delivery.kind {
+                    if slot.session_id != session_id {
+                        continue;
+                    }
+                }
                 slot.offer(&delivery, self.queue_capacity);
             }
         }

@@ -175,7 +175,12 @@ impl Fanout {
                 let frame = ServerFrame::SessionRevoked { session_id };
                 self.publish(&[user_id], DeliveryKind::Revoke { session_id }, &frame).await?;
             }
-            Event::UserRegistered { .. } => {}
+            // Not fan-out's: users see calls through the video service's own frames.
+            Event::UserRegistered { .. }
+            | Event::CallStarted { .. }
+            | Event::CallParticipantJoined { .. }
+            | Event::CallParticipantLeft { .. }
+            | Event::CallEnded { .. } => {}
         }
         Ok(())
     }

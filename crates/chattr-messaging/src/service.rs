@@ -44,6 +44,10 @@ fn cache_down(e: chattr_cache::CacheError) -> MessagingError {
     MessagingError::Unavailable(e.to_string())
 }
 
+/// `client_msg_id` prefix of call summaries, reserved: clients cannot send messages that
+/// look like one.
+pub const CALL_SUMMARY_PREFIX: &str = "call:";
+
 fn invalid(message: &str) -> MessagingError {
     MessagingError::Invalid(ValidationError { code: codes::INVALID_ARGUMENT, message: message.to_owned() })
 }
@@ -52,6 +56,51 @@ impl Messaging {
     /// Builds the service.
     pub fn new(store: DynStore, cache: DynCache, settings: MessagingSettings, outbox: Arc<Notify>) -> Self {
         Self { store, cache, settings, outbox }
+    }
+
+    /// Stores a message whose id and body were validated, and wakes the relay.
+    async fn insert(
+        &self,
+        user: UserId,
+        id: ConversationId,
+        client_msg_id: String,
+        body: String,
+    ) -> Result<(Message, bool), MessagingError> {
+        let new = NewMessage {
+            id: new_id(),
+            conversation_id: id,
+            sender_id: user,
+            client_msg_id,
+            body,
+            created_at: now(),
+        };
+        let started = std::time::Instant::now();
+        let (message, created) = match self.store.insert_message(&new).await {
+            Ok(done) => done,
+            Err(StoreError::NotMember) => return Err(MessagingError::NotFound),
+            Err(e) => return Err(internal(e)),
+        };
+        metrics::histogram!("chattr_messaging_send_commit_seconds").record(started.elapsed().as_secs_f64());
+        if created {
+            self.outbox.notify_one();
+            metrics::counter!("chattr_messaging_messages_accepted_total").increment(1);
+        } else {
+            metrics::counter!("chattr_messaging_messages_deduplicated_total").increment(1);
+        }
+        Ok((message, created))
+    }
+
+    /// Writes the summary of an ended call into its conversation's timeline, as the
+    /// caller, idempotently: the summary's `client_msg_id` is `call:<call id>`, a prefix
+    /// clients may not use, so a redelivered `call.ended` event writes nothing new.
+    pub async fn record_call_summary(
+        &self,
+        conversation_id: ConversationId,
+        caller: UserId,
+        call_id: uuid::Uuid,
+        text: String,
+    ) -> Result<(Message, bool), MessagingError> {
+        self.insert(caller, conversation_id, format!("{CALL_SUMMARY_PREFIX}{call_id}"), text).await
     }
 
     async fn user_directory(&self, ids: &[UserId]) -> Result<HashMap<UserId, User>, MessagingError> {
@@ -242,29 +291,11 @@ impl MessagingService for Messaging {
         msg: SendMessage,
     ) -> Result<(Message, bool), MessagingError> {
         let client_msg_id = ClientMsgId::parse(&msg.client_msg_id)?;
-        let body = MessageBody::parse(&msg.body, self.settings.max_body_chars)?;
-        let new = NewMessage {
-            id: new_id(),
-            conversation_id: id,
-            sender_id: user,
-            client_msg_id: client_msg_id.as_str().to_owned(),
-            body: body.into_string(),
-            created_at: now(),
-        };
-        let started = std::time::Instant::now();
-        let (message, created) = match self.store.insert_message(&new).await {
-            Ok(done) => done,
-            Err(StoreError::NotMember) => return Err(MessagingError::NotFound),
-            Err(e) => return Err(internal(e)),
-        };
-        metrics::histogram!("chattr_messaging_send_commit_seconds").record(started.elapsed().as_secs_f64());
-        if created {
-            self.outbox.notify_one();
-            metrics::counter!("chattr_messaging_messages_accepted_total").increment(1);
-        } else {
-            metrics::counter!("chattr_messaging_messages_deduplicated_total").increment(1);
+        if client_msg_id.as_str().starts_with(CALL_SUMMARY_PREFIX) {
+            return Err(invalid("client_msg_id must not start with \"call:\" (reserved for call summaries)"));
         }
-        Ok((message, created))
+        let body = MessageBody::parse(&msg.body, self.settings.max_body_chars)?;
+        self.insert(user, id, client_msg_id.as_str().to_owned(), body.into_string()).await
     }
 
     async fn history(

@@ -32,6 +32,11 @@ pub enum DeliveryKind {
         /// Session to close.
         session_id: SessionId,
     },
+    /// For the sockets of one session (device) only: call signaling.
+    ToSession {
+        /// The addressed session.
+        session_id: SessionId,
+    },
 }
 
 /// A decoded delivery: its kind and the client frame bytes.
@@ -51,6 +56,7 @@ impl Delivery {
             DeliveryKind::Event => "e\n".to_owned(),
             DeliveryKind::Ephemeral => "t\n".to_owned(),
             DeliveryKind::Revoke { session_id } => format!("r {session_id}\n"),
+            DeliveryKind::ToSession { session_id } => format!("s {session_id}\n"),
         };
         let mut buf = BytesMut::with_capacity(header.len() + frame.len());
         buf.put_slice(header.as_bytes());
@@ -70,6 +76,7 @@ impl Delivery {
             ("e", None, None) => DeliveryKind::Event,
             ("t", None, None) => DeliveryKind::Ephemeral,
             ("r", Some(session), None) => DeliveryKind::Revoke { session_id: session.parse().ok()? },
+            ("s", Some(session), None) => DeliveryKind::ToSession { session_id: session.parse().ok()? },
             _ => return None,
         };
         Some(Delivery { kind, frame: buf.slice(newline + 1..) })
@@ -88,6 +95,7 @@ mod tests {
             DeliveryKind::Event,
             DeliveryKind::Ephemeral,
             DeliveryKind::Revoke { session_id: id },
+            DeliveryKind::ToSession { session_id: id },
         ] {
             let encoded = Delivery::encode(kind, br#"{"type":"x"}"#);
             let decoded = Delivery::decode(encoded).expect("decodes");

@@ -15,5 +15,5 @@ pub mod pb {
     tonic::include_proto!("chattr.v1");
 }
 
-pub use remote::{RemoteAuth, RemoteMessaging, RemoteSettings};
-pub use server::serve;
+pub use remote::{RemoteAuth, RemoteMessaging, RemoteSettings, RemoteVideo};
+pub use server::{serve, Services};

@@ -17,6 +17,7 @@ use chattr_api::v1 as api;
 use chattr_core::{ConversationId, MessageId, SessionId, UserId};
 use chattr_proto::auth::{AuthError, AuthService, ClientInfo};
 use chattr_proto::messaging::{HistoryQuery, MessagingError, MessagingService};
+use chattr_proto::video::{CallId, VideoError, VideoService};
 use chattr_proto::Principal;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -25,8 +26,9 @@ use crate::convert as cv;
 use crate::pb;
 use crate::pb::auth_client::AuthClient as AuthStub;
 use crate::pb::messaging_client::MessagingClient as MessagingStub;
+use crate::pb::video_client::VideoClient as VideoStub;
 use crate::server::TRACEPARENT;
-use crate::status::{auth_error, messaging_error};
+use crate::status::{auth_error, messaging_error, video_error};
 
 /// How long an instance that refused a connection is skipped.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -687,6 +689,105 @@ impl MessagingService for RemoteMessaging {
             Retry::Idempotent,
             pb::PresenceChange { user_id: user.to_string(), connection: connection.to_owned() }
         );
+        Ok(())
+    }
+}
+
+/// The video service over gRPC.
+pub struct RemoteVideo(Balancer);
+
+impl RemoteVideo {
+    /// A client of the video instances at `addrs`.
+    pub fn new(addrs: &[String], settings: &RemoteSettings) -> Result<Self, String> {
+        Balancer::new("video", addrs, settings).map(Self)
+    }
+}
+
+/// Reads a v1 wire object a video instance sent as JSON.
+fn video_json<T: serde::de::DeserializeOwned>(reply: pb::JsonReply) -> Result<T, VideoError> {
+    serde_json::from_str(&reply.json).map_err(|e| VideoError::Internal(format!("malformed reply: {e}")))
+}
+
+fn call_request(who: Principal, call_id: CallId) -> pb::CallRequest {
+    pb::CallRequest { who: Some(cv::principal(who)), call_id: call_id.to_string() }
+}
+
+#[async_trait]
+impl VideoService for RemoteVideo {
+    async fn ice_servers(&self, who: Principal) -> Result<api::IceServerList, VideoError> {
+        video_json(remote_call!(
+            self,
+            VideoStub,
+            video_error,
+            ice_servers,
+            Retry::Idempotent,
+            cv::principal(who)
+        ))
+    }
+
+    async fn start(&self, who: Principal, conversation_id: ConversationId) -> Result<api::Call, VideoError> {
+        let msg = pb::StartCallRequest {
+            who: Some(cv::principal(who)),
+            conversation_id: conversation_id.to_string(),
+        };
+        video_json(remote_call!(self, VideoStub, video_error, start, Retry::Once, msg))
+    }
+
+    async fn answer(&self, who: Principal, call_id: CallId) -> Result<api::Call, VideoError> {
+        // Answering again on the same device changes nothing: safe to repeat.
+        let msg = call_request(who, call_id);
+        video_json(remote_call!(self, VideoStub, video_error, answer, Retry::Idempotent, msg))
+    }
+
+    async fn decline(&self, who: Principal, call_id: CallId) -> Result<(), VideoError> {
+        remote_call!(self, VideoStub, video_error, decline, Retry::Once, call_request(who, call_id));
+        Ok(())
+    }
+
+    async fn leave(&self, who: Principal, call_id: CallId) -> Result<(), VideoError> {
+        remote_call!(self, VideoStub, video_error, leave, Retry::Once, call_request(who, call_id));
+        Ok(())
+    }
+
+    async fn media(
+        &self,
+        who: Principal,
+        call_id: CallId,
+        audio: bool,
+        video: bool,
+    ) -> Result<(), VideoError> {
+        let msg =
+            pb::MediaRequest { who: Some(cv::principal(who)), call_id: call_id.to_string(), audio, video };
+        remote_call!(self, VideoStub, video_error, media, Retry::Idempotent, msg);
+        Ok(())
+    }
+
+    async fn signal(
+        &self,
+        who: Principal,
+        call_id: CallId,
+        to: SessionId,
+        signal: api::Signal,
+    ) -> Result<(), VideoError> {
+        let signal_json = serde_json::to_string(&signal).map_err(|e| VideoError::Internal(e.to_string()))?;
+        let msg = pb::SignalRequest {
+            who: Some(cv::principal(who)),
+            call_id: call_id.to_string(),
+            to_session_id: to.to_string(),
+            signal_json,
+        };
+        // A signal relayed twice would confuse the peer's negotiation: never repeated.
+        remote_call!(self, VideoStub, video_error, signal, Retry::Once, msg);
+        Ok(())
+    }
+
+    async fn keepalive(&self, who: Principal) -> Result<bool, VideoError> {
+        Ok(remote_call!(self, VideoStub, video_error, keepalive, Retry::Idempotent, cv::principal(who))
+            .in_call)
+    }
+
+    async fn disconnected(&self, who: Principal) -> Result<(), VideoError> {
+        remote_call!(self, VideoStub, video_error, disconnected, Retry::Idempotent, cv::principal(who));
         Ok(())
     }
 }

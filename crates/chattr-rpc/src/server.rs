@@ -9,6 +9,7 @@ use chattr_api::v1 as api;
 use chattr_core::trace::{self, TraceContext};
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::{HistoryQuery, MessagingClient};
+use chattr_proto::video::VideoClient;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tonic::codegen::http;
@@ -21,19 +22,30 @@ use crate::status::to_status;
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The services one process serves over gRPC (any subset).
+#[derive(Clone, Default)]
+pub struct Services {
+    /// Accounts and sessions.
+    pub auth: Option<AuthClient>,
+    /// Conversations and messages.
+    pub messaging: Option<MessagingClient>,
+    /// Calls.
+    pub video: Option<VideoClient>,
+}
+
 /// Serves the given services on `listener` until `shutdown` resolves; in-flight calls
 /// finish first. With a `secret`, every call must present it (`authorization: Bearer
 /// <secret>`, what [`crate::RemoteSettings::secret`] sends): the calls carry user ids, so
 /// whoever reaches the port unchecked could act as anyone.
 pub async fn serve(
     listener: TcpListener,
-    auth: Option<AuthClient>,
-    messaging: Option<MessagingClient>,
+    services: Services,
     secret: Option<&str>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let Services { auth, messaging, video } = services;
     let check = CallerCheck::new(secret);
-    let (auth_check, messaging_check) = (check.clone(), check);
+    let (auth_check, messaging_check, video_check) = (check.clone(), check.clone(), check);
     let router = tonic::transport::Server::builder()
         .layer(TraceLayer)
         .add_optional_service(auth.map(|a| {
@@ -43,6 +55,9 @@ pub async fn serve(
             pb::messaging_server::MessagingServer::with_interceptor(MessagingGrpc(m), move |r| {
                 messaging_check.check(r)
             })
+        }))
+        .add_optional_service(video.map(|v| {
+            pb::video_server::VideoServer::with_interceptor(VideoGrpc(v), move |r| video_check.check(r))
         }));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router.serve_with_incoming_shutdown(incoming, shutdown).await
@@ -381,6 +396,82 @@ impl pb::messaging_server::Messaging for MessagingGrpc {
     async fn presence_down(&self, req: Request<pb::PresenceChange>) -> Reply<pb::Empty> {
         let r = req.get_ref();
         self.0.presence_down(id("user_id", &r.user_id)?, &r.connection).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// The video service over gRPC.
+pub struct VideoGrpc(pub VideoClient);
+
+fn who_of(who: Option<&pb::Principal>) -> Result<chattr_proto::Principal, Status> {
+    cv::principal_from(who.ok_or_else(|| Status::invalid_argument("who is required"))?)
+}
+
+fn json_reply(value: &impl serde::Serialize) -> Reply<pb::JsonReply> {
+    let json = serde_json::to_string(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::JsonReply { json }))
+}
+
+#[tonic::async_trait]
+impl pb::video_server::Video for VideoGrpc {
+    async fn ice_servers(&self, req: Request<pb::Principal>) -> Reply<pb::JsonReply> {
+        let who = cv::principal_from(req.get_ref())?;
+        json_reply(&self.0.ice_servers(who).await.map_err(|e| to_status(&e))?)
+    }
+
+    async fn start(&self, req: Request<pb::StartCallRequest>) -> Reply<pb::JsonReply> {
+        let r = req.get_ref();
+        let who = who_of(r.who.as_ref())?;
+        let conversation = id("conversation_id", &r.conversation_id)?;
+        json_reply(&self.0.start(who, conversation).await.map_err(|e| to_status(&e))?)
+    }
+
+    async fn answer(&self, req: Request<pb::CallRequest>) -> Reply<pb::JsonReply> {
+        let r = req.get_ref();
+        let (who, call) = (who_of(r.who.as_ref())?, id("call_id", &r.call_id)?);
+        json_reply(&self.0.answer(who, call).await.map_err(|e| to_status(&e))?)
+    }
+
+    async fn decline(&self, req: Request<pb::CallRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let (who, call) = (who_of(r.who.as_ref())?, id("call_id", &r.call_id)?);
+        self.0.decline(who, call).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn leave(&self, req: Request<pb::CallRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let (who, call) = (who_of(r.who.as_ref())?, id("call_id", &r.call_id)?);
+        self.0.leave(who, call).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn media(&self, req: Request<pb::MediaRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let (who, call) = (who_of(r.who.as_ref())?, id("call_id", &r.call_id)?);
+        self.0.media(who, call, r.audio, r.video).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn signal(&self, req: Request<pb::SignalRequest>) -> Reply<pb::Empty> {
+        let r = req.get_ref();
+        let (who, call) = (who_of(r.who.as_ref())?, id("call_id", &r.call_id)?);
+        let to = id("to_session_id", &r.to_session_id)?;
+        let signal: api::Signal = serde_json::from_str(&r.signal_json)
+            .map_err(|e| Status::invalid_argument(format!("signal_json: {e}")))?;
+        self.0.signal(who, call, to, signal).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn keepalive(&self, req: Request<pb::Principal>) -> Reply<pb::KeepaliveReply> {
+        let who = cv::principal_from(req.get_ref())?;
+        let in_call = self.0.keepalive(who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::KeepaliveReply { in_call }))
+    }
+
+    async fn disconnected(&self, req: Request<pb::Principal>) -> Reply<pb::Empty> {
+        let who = cv::principal_from(req.get_ref())?;
+        self.0.disconnected(who).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -9,6 +9,7 @@ use chattr_api::v1::codes;
 use chattr_core::ValidationError;
 use chattr_proto::auth::AuthError;
 use chattr_proto::messaging::MessagingError;
+use chattr_proto::video::VideoError;
 use chattr_proto::ErrorInfo;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -115,6 +116,31 @@ pub fn messaging_error(status: &Status) -> MessagingError {
     }
 }
 
+/// A status from the video service as the error the local service would have returned.
+pub fn video_error(status: &Status) -> VideoError {
+    match classify(status) {
+        Remote::Chattr { code, message, .. } => match code {
+            codes::NOT_FOUND => VideoError::NotFound,
+            codes::FORBIDDEN => VideoError::Forbidden(message.to_owned()),
+            codes::BUSY => VideoError::Busy,
+            // The cap is in the message ("… (4 participants at most)").
+            codes::CALL_FULL => VideoError::Full(
+                message
+                    .rsplit('(')
+                    .next()
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0),
+            ),
+            codes::UNAVAILABLE => VideoError::Unavailable(message.to_owned()),
+            codes::INTERNAL => VideoError::Internal(format!("remote: {message}")),
+            _ => VideoError::Invalid(message.to_owned()),
+        },
+        Remote::Unavailable(why) => VideoError::Unavailable(why),
+        Remote::Internal(why) => VideoError::Internal(why),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +190,22 @@ mod tests {
         assert_eq!(round_trip_messaging(MessagingError::NotFound).code(), codes::NOT_FOUND);
         let body = round_trip_messaging(MessagingError::Invalid(invalid(codes::INVALID_BODY, "empty")));
         assert_eq!(body.code(), codes::INVALID_BODY);
+    }
+
+    #[test]
+    fn video_errors_keep_code_and_cap() {
+        let full = video_error(&to_status(&VideoError::Full(4)));
+        assert_eq!(full.public_message(), VideoError::Full(4).public_message());
+        assert_eq!(video_error(&to_status(&VideoError::Busy)).code(), codes::BUSY);
+        let forbidden = video_error(&to_status(&VideoError::Forbidden("not in this call".into())));
+        assert_eq!(
+            (forbidden.code(), forbidden.public_message().as_str()),
+            (codes::FORBIDDEN, "not in this call")
+        );
+        assert_eq!(
+            video_error(&to_status(&VideoError::Invalid("sdp".into()))).code(),
+            codes::INVALID_ARGUMENT
+        );
     }
 
     #[test]

@@ -44,8 +44,11 @@ impl Instance {
         let task = tokio::spawn(async move {
             chattr_rpc::serve(
                 listener,
-                Some(AuthClient::local(auth)),
-                Some(MessagingClient::local(messaging)),
+                chattr_rpc::Services {
+                    auth: Some(AuthClient::local(auth)),
+                    messaging: Some(MessagingClient::local(messaging)),
+                    video: None,
+                },
                 secret,
                 async move {
                     let _ = stopped.await;

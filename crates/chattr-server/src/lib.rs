@@ -17,6 +17,7 @@ use chattr_gateway::{GatewayState, Ops};
 use chattr_messaging::Messaging;
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::MessagingClient;
+use chattr_proto::video::VideoClient;
 use chattr_store::DynStore;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
@@ -46,8 +47,10 @@ impl Backends {
     async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let has = |r: Role| settings.services.contains(&r);
         let needs_store = [Role::Auth, Role::Messaging, Role::Relay, Role::Fanout].into_iter().any(has);
-        let needs_bus = has(Role::Relay) || has(Role::Fanout);
-        let needs_cache = [Role::Gateway, Role::Auth, Role::Messaging, Role::Fanout].into_iter().any(has);
+        // Messaging consumes call events (timeline summaries); video publishes them.
+        let needs_bus = [Role::Messaging, Role::Relay, Role::Fanout, Role::Video].into_iter().any(has);
+        let needs_cache =
+            [Role::Gateway, Role::Auth, Role::Messaging, Role::Fanout, Role::Video].into_iter().any(has);
         let mut backends = Backends::default();
         if needs_store {
             backends.store = Some(chattr_store::open(&settings.store_url()).await.context("opening store")?);
@@ -101,9 +104,11 @@ impl Server {
     pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let roles = &settings.services;
         let has = |r: Role| roles.contains(&r);
-        if (has(Role::Auth) || has(Role::Messaging)) && !has(Role::Gateway) && settings.grpc_listen.is_none()
+        if (has(Role::Auth) || has(Role::Messaging) || has(Role::Video))
+            && !has(Role::Gateway)
+            && settings.grpc_listen.is_none()
         {
-            bail!("the auth and messaging roles without a gateway serve nobody: set grpc_listen (--grpc-listen)");
+            bail!("the auth, messaging and video roles without a gateway serve nobody: set grpc_listen (--grpc-listen)");
         }
         if has(Role::Gateway) && !has(Role::Auth) && settings.remote.auth.is_empty() {
             bail!("a gateway without the auth role needs remote auth addresses (--auth-addrs)");
@@ -112,6 +117,12 @@ impl Server {
             bail!(
                 "a gateway without the messaging role needs remote messaging addresses (--messaging-addrs)"
             );
+        }
+        if has(Role::Gateway) && !has(Role::Video) && settings.remote.video.is_empty() {
+            bail!("a gateway without the video role needs remote video addresses (--video-addrs)");
+        }
+        if has(Role::Video) && !has(Role::Messaging) && settings.remote.messaging.is_empty() {
+            bail!("the video role without the messaging role needs remote messaging addresses (--messaging-addrs)");
         }
         check_split_backends(&settings)?;
         std::fs::create_dir_all(&settings.data_dir)
@@ -155,32 +166,58 @@ impl Server {
         };
         let local_messaging = if has(Role::Messaging) {
             let (store, cache) = (backends.store()?, backends.cache()?);
-            Some(MessagingClient::local(Messaging::new(
-                store,
-                cache,
-                settings.messaging.clone(),
-                outbox.clone(),
-            )))
+            let messaging =
+                Arc::new(Messaging::new(store, cache, settings.messaging.clone(), outbox.clone()));
+            let (bus, stop) = (backends.bus()?, stopped(shutdown_rx.clone()));
+            tasks.spawn(chattr_messaging::calls::run(bus, messaging.clone(), stop));
+            Some(MessagingClient::from_arc(messaging))
+        } else {
+            None
+        };
+        let remote = settings.remote.rpc();
+        let messaging_client = || -> anyhow::Result<MessagingClient> {
+            Ok(match &local_messaging {
+                Some(local) => local.clone(),
+                None => MessagingClient::from_arc(Arc::new(
+                    chattr_rpc::RemoteMessaging::new(&settings.remote.messaging, &remote)
+                        .map_err(anyhow::Error::msg)?,
+                )),
+            })
+        };
+        let local_video = if has(Role::Video) {
+            let video = Arc::new(chattr_video::Video::new(
+                settings.video.clone(),
+                backends.cache()?,
+                backends.bus()?,
+                messaging_client()?,
+            ));
+            tasks.spawn(video.clone().run_timers(stopped(shutdown_rx.clone())));
+            Some(VideoClient::from_arc(video))
         } else {
             None
         };
 
         let mut grpc_addr = None;
-        if let Some(grpc_listen) =
-            settings.grpc_listen.filter(|_| local_auth.is_some() || local_messaging.is_some())
+        if let Some(grpc_listen) = settings
+            .grpc_listen
+            .filter(|_| local_auth.is_some() || local_messaging.is_some() || local_video.is_some())
         {
             let grpc = TcpListener::bind(grpc_listen)
                 .await
                 .with_context(|| format!("binding gRPC {grpc_listen}"))?;
             grpc_addr = Some(grpc.local_addr()?);
-            let (auth, messaging, stop) =
-                (local_auth.clone(), local_messaging.clone(), stopped(shutdown_rx.clone()));
+            let services = chattr_rpc::Services {
+                auth: local_auth.clone(),
+                messaging: local_messaging.clone(),
+                video: local_video.clone(),
+            };
+            let stop = stopped(shutdown_rx.clone());
             let secret = settings.remote.secret.as_ref().map(|s| s.expose_secret().to_owned());
             if secret.is_none() && !grpc_listen.ip().is_loopback() {
                 tracing::warn!(%grpc_listen, "gRPC served beyond loopback without a service secret (remote.secret / --rpc-secret): anyone who reaches it can act as any user");
             }
             tasks.spawn(async move {
-                if let Err(e) = chattr_rpc::serve(grpc, auth, messaging, secret.as_deref(), stop).await {
+                if let Err(e) = chattr_rpc::serve(grpc, services, secret.as_deref(), stop).await {
                     tracing::error!(error = %e, "gRPC server stopped");
                 }
             });
@@ -189,7 +226,6 @@ impl Server {
         let addr = listener.local_addr()?;
         let ops = Ops { render_metrics: Arc::new(move || metrics.render()), ready: backends.ready_check() };
         if has(Role::Gateway) {
-            let remote = settings.remote.rpc();
             let auth = match local_auth {
                 Some(local) => local,
                 None => AuthClient::from_arc(Arc::new(
@@ -197,17 +233,14 @@ impl Server {
                         .map_err(anyhow::Error::msg)?,
                 )),
             };
-            let messaging = match local_messaging {
+            let messaging = messaging_client()?;
+            let video = match local_video {
                 Some(local) => local,
-                None => MessagingClient::from_arc(Arc::new(
-                    chattr_rpc::RemoteMessaging::new(&settings.remote.messaging, &remote)
+                None => VideoClient::from_arc(Arc::new(
+                    chattr_rpc::RemoteVideo::new(&settings.remote.video, &remote)
                         .map_err(anyhow::Error::msg)?,
                 )),
             };
-            // Minting TURN credentials needs nothing but settings, so the gateway does it
-            // in process until the video role (calls, signaling) arrives.
-            let video =
-                chattr_proto::video::VideoClient::local(chattr_video::Video::new(settings.video.clone()));
             let state = GatewayState::new(
                 auth,
                 messaging,
@@ -279,7 +312,10 @@ fn check_split_backends(settings: &Settings) -> anyhow::Result<()> {
     if settings.bus.starts_with("inproc://") && (has(Role::Relay) != has(Role::Fanout)) {
         bail!("the in-process bus (inproc://) joins a relay only to a fan-out in the same process: give every process the same --bus kafka://…");
     }
-    let cache_users = [Role::Gateway, Role::Auth, Role::Messaging, Role::Fanout];
+    if settings.bus.starts_with("inproc://") && (has(Role::Video) != has(Role::Messaging)) {
+        bail!("the in-process bus (inproc://) joins video's call events only to messaging in the same process: give every process the same --bus kafka://…");
+    }
+    let cache_users = [Role::Gateway, Role::Auth, Role::Messaging, Role::Fanout, Role::Video];
     if settings.cache.starts_with("memory://") && !all && cache_users.into_iter().any(has) {
         bail!("the in-memory cache (memory://) is not shared between processes: give every process the same --cache redis://…");
     }

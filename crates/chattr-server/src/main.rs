@@ -51,10 +51,10 @@ struct ServeArgs {
     /// Cache URL (default memory://).
     #[arg(long, env = "CHATTR_CACHE")]
     cache: Option<String>,
-    /// Services to run: all, or a list of gateway,auth,messaging,relay,fanout.
+    /// Services to run: all, or a list of gateway,auth,messaging,relay,fanout,video.
     #[arg(long, env = "CHATTR_SERVICES")]
     services: Option<String>,
-    /// gRPC listen address for the auth and messaging roles of this process.
+    /// gRPC listen address for the auth, messaging and video roles of this process.
     #[arg(long, env = "CHATTR_GRPC_LISTEN")]
     grpc_listen: Option<SocketAddr>,
     /// Remote auth instances, comma-separated host:port (when this process has no auth role).
@@ -63,6 +63,9 @@ struct ServeArgs {
     /// Remote messaging instances, comma-separated host:port.
     #[arg(long, env = "CHATTR_MESSAGING_ADDRS")]
     messaging_addrs: Option<String>,
+    /// Remote video instances, comma-separated host:port.
+    #[arg(long, env = "CHATTR_VIDEO_ADDRS")]
+    video_addrs: Option<String>,
     /// Access-token signing secret, shared by every auth instance (default: generated into
     /// the data dir, which suits a single auth instance).
     #[arg(long, env = "CHATTR_JWT_SECRET", hide_env_values = true)]
@@ -139,6 +142,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(v) = args.rpc_secret {
         settings.remote.secret = Some(v.into());
+    }
+    if let Some(v) = args.video_addrs {
+        settings.remote.video = chattr_server::settings::address_list(&v);
     }
     if let Some(v) = args.turn_url {
         settings.video.turn_urls = chattr_server::settings::address_list(&v);

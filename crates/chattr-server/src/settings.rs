@@ -26,11 +26,14 @@ pub enum Role {
     Relay,
     /// Fan-out (bus events to the pub/sub channels of recipients).
     Fanout,
+    /// Calls: lifecycle, timers, signaling relay, TURN credentials.
+    Video,
 }
 
 impl Role {
     /// Every role: the all-in-one shape.
-    pub const ALL: [Role; 5] = [Role::Gateway, Role::Auth, Role::Messaging, Role::Relay, Role::Fanout];
+    pub const ALL: [Role; 6] =
+        [Role::Gateway, Role::Auth, Role::Messaging, Role::Relay, Role::Fanout, Role::Video];
 
     /// Parses `gateway,auth,...` (or `all`).
     pub fn parse_list(list: &str) -> anyhow::Result<Vec<Role>> {
@@ -46,8 +49,9 @@ impl Role {
                 "messaging" => Role::Messaging,
                 "relay" => Role::Relay,
                 "fanout" => Role::Fanout,
+                "video" => Role::Video,
                 other => bail!(
-                    "unknown service {other:?} (expected gateway, auth, messaging, relay, fanout or all)"
+                    "unknown service {other:?} (expected gateway, auth, messaging, relay, fanout, video or all)"
                 ),
             };
             roles.push(parsed);
@@ -105,7 +109,7 @@ pub struct Settings {
     pub grpc_listen: Option<SocketAddr>,
     /// Where the roles this process does not run live.
     pub remote: RemoteSettings,
-    /// Video tunables (TURN).
+    /// Video tunables (TURN, ringing, grace period, mesh cap).
     pub video: chattr_video::VideoSettings,
 }
 
@@ -117,6 +121,8 @@ pub struct RemoteSettings {
     pub auth: Vec<String>,
     /// Messaging instances (`host:port`).
     pub messaging: Vec<String>,
+    /// Video instances (`host:port`).
+    pub video: Vec<String>,
     /// Deadline of every call to a remote service, in milliseconds.
     pub deadline_ms: u64,
     /// Bound on connecting to one instance, in milliseconds.
@@ -132,6 +138,7 @@ impl Default for RemoteSettings {
         Self {
             auth: Vec::new(),
             messaging: Vec::new(),
+            video: Vec::new(),
             deadline_ms: 5_000,
             connect_timeout_ms: 1_000,
             secret: None,

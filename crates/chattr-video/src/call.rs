@@ -15,19 +15,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chattr_core::{ConversationId, SessionId, UserId};
+use serde::{Deserialize, Serialize};
 
-/// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Someone answered; the call ran and ended.
-    Completed,
-    /// Nobody answered before the ring timeout.
-    Missed,
-    /// Every invitee declined (or was busy).
-    Declined,
-    /// The caller hung up before anyone answered.
-    Cancelled,
-}
+/// How a call ended (the wire type: `completed`, `missed`, `declined`, `cancelled`).
+pub use chattr_api::v1::CallOutcome as Outcome;
 
 /// What the service must do after a transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +78,8 @@ pub struct CallRules {
     pub max_participants: usize,
 }
 
-/// One call.
-#[derive(Debug, Clone)]
+/// One call. Serialisable: the service keeps it in the cache between transitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Call {
     /// The conversation it belongs to.
     pub conversation_id: ConversationId,
@@ -151,6 +142,36 @@ impl Call {
     /// Whether the call is over.
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// Members of the conversation (who may join, and who hears about the call).
+    pub fn members(&self) -> impl Iterator<Item = &UserId> {
+        self.members.iter()
+    }
+
+    /// Invitees whose devices ring.
+    pub fn ringing(&self) -> impl Iterator<Item = &UserId> {
+        self.ringing.iter()
+    }
+
+    /// When someone other than the caller first joined.
+    pub fn answered_at_ms(&self) -> Option<u64> {
+        self.answered_at_ms
+    }
+
+    /// When ringing stops.
+    pub fn ring_until_ms(&self) -> u64 {
+        self.ring_until_ms
+    }
+
+    /// The mesh cap.
+    pub fn max_participants(&self) -> usize {
+        self.max_participants
+    }
+
+    /// The device `user` is in the call on, if any.
+    pub fn device_of(&self, user: UserId) -> Option<SessionId> {
+        self.present.get(&user).copied()
     }
 
     /// Who is in the call now.

@@ -1,16 +1,19 @@
-//! The video service. So far: TURN credentials for WebRTC (the TURN REST API scheme
-//! coturn implements with `use-auth-secret`), and the call lifecycle as a pure state
-//! machine ([`call`]); storing calls in the cache, signaling and events come next.
+//! The video service: calls and their signaling, and TURN credentials for WebRTC.
+//!
+//! - [`call`]: the call lifecycle as a pure state machine (no clock, no I/O).
+//! - [`service::Video`]: the service around it, keeping calls in the cache (shared by
+//!   every instance), running their timers, relaying signaling, publishing `call.*`
+//!   events.
+//! - [`turn`]: time-limited TURN credentials in the TURN REST API scheme that coturn
+//!   implements with `use-auth-secret`.
 
 pub mod call;
+pub mod service;
 pub mod turn;
 
-use async_trait::async_trait;
-use chattr_api::v1::IceServerList;
-use chattr_core::UserId;
-use chattr_proto::video::{VideoError, VideoService};
 use serde::{Deserialize, Serialize};
 
+pub use service::Video;
 pub use turn::TurnCredentials;
 
 /// Tunables of the video service.
@@ -25,6 +28,13 @@ pub struct VideoSettings {
     /// Seconds a minted credential stays valid (default 6 h: a long call must not lose
     /// its relay, and a leaked credential must not live for days).
     pub turn_ttl_secs: Option<u64>,
+    /// Seconds invitees' devices ring before the call counts as missed (default 30).
+    pub ring_secs: Option<u64>,
+    /// Seconds a participant whose socket went away keeps its place, so a reconnect
+    /// rejoins the call (default 10; at least 4, since gateways send keepalives every 3).
+    pub grace_secs: Option<u64>,
+    /// Most participants of one call (a mesh; default 4, at least 2).
+    pub max_participants: Option<usize>,
 }
 
 impl VideoSettings {
@@ -32,35 +42,19 @@ impl VideoSettings {
     pub fn ttl_secs(&self) -> u64 {
         self.turn_ttl_secs.unwrap_or(6 * 3600).max(60)
     }
-}
 
-/// The video service.
-pub struct Video {
-    settings: VideoSettings,
-}
-
-impl Video {
-    /// Builds the service.
-    pub fn new(settings: VideoSettings) -> Self {
-        Self { settings }
+    /// Milliseconds invitees' devices ring.
+    pub fn ring_ms(&self) -> u64 {
+        self.ring_secs.unwrap_or(30).max(1) * 1000
     }
-}
 
-#[async_trait]
-impl VideoService for Video {
-    async fn ice_servers(&self, user: UserId) -> Result<IceServerList, VideoError> {
-        let ttl_secs = self.settings.ttl_secs();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| VideoError::Internal(format!("clock before 1970: {e}")))?
-            .as_secs();
-        let ice_servers = match (&self.settings.turn_secret, self.settings.turn_urls.is_empty()) {
-            (Some(secret), false) => {
-                let credentials = TurnCredentials::mint(secret, user, now + ttl_secs);
-                vec![credentials.ice_server(self.settings.turn_urls.clone())]
-            }
-            _ => Vec::new(),
-        };
-        Ok(IceServerList { ice_servers, ttl_secs })
+    /// Milliseconds a silent device keeps its place in a call.
+    pub fn grace_ms(&self) -> u64 {
+        self.grace_secs.unwrap_or(10).max(4) * 1000
+    }
+
+    /// The mesh cap.
+    pub fn max_participants(&self) -> usize {
+        self.max_participants.unwrap_or(4).max(2)
     }
 }

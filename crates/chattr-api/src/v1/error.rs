@@ -48,11 +48,15 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     /// A backend is unavailable; the request may be retried.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The user (or, when starting a call, the caller) is already in another call.
+    pub const BUSY: &str = "busy";
+    /// The call already holds as many participants as it may (a mesh has a cap).
+    pub const CALL_FULL: &str = "call_full";
 
     /// Every code above, so a code that crossed a process boundary as text can be turned
     /// back into the `'static` constant (`None` for a code this version does not know).
     pub fn known(code: &str) -> Option<&'static str> {
-        const ALL: [&str; 17] = [
+        const ALL: [&str; 19] = [
             BAD_REQUEST,
             INVALID_USERNAME,
             INVALID_PASSWORD,
@@ -70,6 +74,8 @@ pub mod codes {
             NOT_AUTHENTICATED,
             INTERNAL,
             UNAVAILABLE,
+            BUSY,
+            CALL_FULL,
         ];
         ALL.into_iter().find(|c| *c == code)
     }

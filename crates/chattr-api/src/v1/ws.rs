@@ -89,6 +89,64 @@ pub enum ClientFrame {
         /// Conversation.
         conversation_id: Uuid,
     },
+    /// Starts a call in a conversation (its other members ring), or joins the live call
+    /// the conversation already has. Answered by `call` (with `req_id`) or `error`
+    /// (`busy` when the caller is in another call).
+    CallStart {
+        /// Request id echoed in the answer.
+        req_id: String,
+        /// Conversation to call.
+        conversation_id: Uuid,
+    },
+    /// Answers (or joins, or after a reconnect rejoins) a call on this device. Answered by
+    /// `call` or `error` (`call_full`, `busy`, `not_found`).
+    CallAnswer {
+        /// Request id echoed in the answer.
+        req_id: String,
+        /// The call.
+        call_id: Uuid,
+    },
+    /// Declines a ringing call on all of the user's devices. Answered by `ok` or `error`.
+    CallDecline {
+        /// Request id echoed in the answer.
+        req_id: String,
+        /// The call.
+        call_id: Uuid,
+    },
+    /// Hangs up (the caller, before an answer: cancels). Answered by `ok` or `error`.
+    CallLeave {
+        /// Request id echoed in the answer.
+        req_id: String,
+        /// The call.
+        call_id: Uuid,
+    },
+    /// Tells the other participants whether this device's microphone and camera are on.
+    /// Answered by `ok` (with a `req_id`) or `error`.
+    CallMedia {
+        /// Request id echoed in the answer.
+        #[serde(default)]
+        req_id: Option<String>,
+        /// The call.
+        call_id: Uuid,
+        /// Microphone on.
+        audio: bool,
+        /// Camera on.
+        video: bool,
+    },
+    /// Relays a WebRTC signal to one other participant's device. Only participants of the
+    /// call may send or receive signals. Answered by `ok` when `req_id` is set, by `error`
+    /// on failure.
+    CallSignal {
+        /// Request id echoed in the answer.
+        #[serde(default)]
+        req_id: Option<String>,
+        /// The call.
+        call_id: Uuid,
+        /// The participant device (session) to deliver to.
+        to_session_id: Uuid,
+        /// The payload.
+        signal: super::Signal,
+    },
     /// Keep-alive; answered by `pong` carrying the latest seqs.
     Ping {
         /// Request id echoed in the answer.
@@ -213,6 +271,27 @@ pub enum ServerFrame {
         /// Request id of the ping.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         req_id: Option<String>,
+    },
+    /// A call in one of the user's conversations changed (started, someone answered,
+    /// joined, left, muted, or it ended), or the answer to a `call_start`/`call_answer`
+    /// (then `req_id` is set).
+    Call {
+        /// Request id of the answered frame, if this is an answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req_id: Option<String>,
+        /// The call as it is now.
+        call: super::Call,
+    },
+    /// A WebRTC signal from another participant's device, for this device.
+    CallSignal {
+        /// The call.
+        call_id: Uuid,
+        /// Sender.
+        from_user_id: Uuid,
+        /// Sender's device: address answers and candidates to it.
+        from_session_id: Uuid,
+        /// The payload.
+        signal: super::Signal,
     },
     /// This session was revoked; the server closes the socket with code 4003 next.
     SessionRevoked {

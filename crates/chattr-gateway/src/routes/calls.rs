@@ -15,5 +15,5 @@ pub async fn ice_servers(
     State(state): State<GatewayState>,
     Caller(who): Caller,
 ) -> Result<Json<IceServerList>, ApiError> {
-    Ok(Json(state.video.ice_servers(who.user_id).await?))
+    Ok(Json(state.video.ice_servers(who).await?))
 }

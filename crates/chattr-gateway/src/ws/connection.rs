@@ -74,6 +74,7 @@ pub async fn run(socket: WebSocket, state: GatewayState) {
         delivered: HashMap::new(),
         last_heard: tokio::time::Instant::now(),
         slot: None,
+        in_call: false,
     };
     let end = conn.run().await;
     if let End::Close(code, reason) = end {
@@ -101,6 +102,9 @@ struct Conn {
     last_heard: tokio::time::Instant,
     /// This socket's hub slot once registered (writes give up when it is kicked).
     slot: Option<Arc<Slot>>,
+    /// This device joined a call: keepalives go to the video service, and a goodbye
+    /// when the socket ends.
+    in_call: bool,
 }
 
 /// The `type` and `req_id` of a frame, read before the full parse so errors can say
@@ -112,7 +116,25 @@ struct Head {
     req_id: Option<serde_json::Value>,
 }
 
-const KNOWN_TYPES: &[&str] = &["auth", "send", "edit", "delete", "read", "typing", "ping"];
+const KNOWN_TYPES: &[&str] = &[
+    "auth",
+    "send",
+    "edit",
+    "delete",
+    "read",
+    "typing",
+    "ping",
+    "call_start",
+    "call_answer",
+    "call_decline",
+    "call_leave",
+    "call_media",
+    "call_signal",
+];
+
+/// While this device is in a call, how often the gateway tells the video service its
+/// socket is alive (the service drops a device silent for its grace period, ≥ 4 s).
+const CALL_KEEPALIVE: Duration = Duration::from_secs(3);
 
 impl Conn {
     async fn run(&mut self) -> End {
@@ -141,6 +163,11 @@ impl Conn {
         self.state.hub.unregister(principal.user_id, &slot).await;
         if let Err(e) = self.state.messaging.presence_down(principal.user_id, &connection_id).await {
             warn!(error = %e, "presence down failed");
+        }
+        if self.in_call {
+            if let Err(e) = self.state.video.disconnected(principal).await {
+                warn!(error = %e, "call goodbye failed");
+            }
         }
         end
     }
@@ -198,7 +225,17 @@ impl Conn {
         let period = Duration::from_secs(self.state.settings.heartbeat_secs.max(1));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut shutdown = self.state.shutdown.clone();
+        // Only sockets in a call pay for this timer.
+        let mut call_keepalive: Option<Box<tokio::time::Interval>> = None;
         loop {
+            match (self.in_call, call_keepalive.is_some()) {
+                (true, false) => {
+                    let start = tokio::time::Instant::now() + CALL_KEEPALIVE;
+                    call_keepalive = Some(Box::new(tokio::time::interval_at(start, CALL_KEEPALIVE)));
+                }
+                (false, true) => call_keepalive = None,
+                _ => {}
+            }
             let step = tokio::select! {
                 incoming = self.read() => match incoming {
                     Ok(incoming) => {
@@ -213,6 +250,7 @@ impl Conn {
                 },
                 code = slot.kicked() => Err(End::Close(code, "too slow: reconnect and resume")),
                 _ = heartbeat.tick() => Box::pin(self.heartbeat(who, connection_id)).await,
+                _ = tick(call_keepalive.as_deref_mut()) => Box::pin(self.call_keepalive(who)).await,
                 _ = shutting_down(&mut shutdown) => Err(End::Close(close_codes::GOING_AWAY, "server shutting down")),
             };
             if let Err(end) = step {
@@ -342,7 +380,9 @@ impl Conn {
                 }
                 Ok(())
             }
-            DeliveryKind::Event | DeliveryKind::Ephemeral => self.feed_raw(delivery.frame.clone()).await,
+            DeliveryKind::Event | DeliveryKind::Ephemeral | DeliveryKind::ToSession { .. } => {
+                self.feed_raw(delivery.frame.clone()).await
+            }
         }
     }
 
@@ -420,7 +460,68 @@ impl Conn {
                 Err(e) => self.error(None, e.code(), &e.public_message()).await,
             },
             ClientFrame::Ping { req_id } => self.send(&ServerFrame::Pong { req_id }).await,
+            call => Box::pin(self.handle_call(who, call)).await,
         }
+    }
+
+    /// Handles a `call_*` frame.
+    async fn handle_call(&mut self, who: Principal, frame: ClientFrame) -> Result<(), End> {
+        let video = self.state.video.clone();
+        let (req_id, result) = match frame {
+            ClientFrame::CallStart { req_id, conversation_id } => {
+                let result = video.start(who, conversation_id).await;
+                return self.answer_call(Some(req_id), result).await;
+            }
+            ClientFrame::CallAnswer { req_id, call_id } => {
+                let result = video.answer(who, call_id).await;
+                return self.answer_call(Some(req_id), result).await;
+            }
+            ClientFrame::CallDecline { req_id, call_id } => (Some(req_id), video.decline(who, call_id).await),
+            ClientFrame::CallLeave { req_id, call_id } => {
+                let result = video.leave(who, call_id).await;
+                if result.is_ok() {
+                    self.in_call = false;
+                }
+                (Some(req_id), result)
+            }
+            ClientFrame::CallMedia { req_id, call_id, audio, video: camera } => {
+                (req_id, video.media(who, call_id, audio, camera).await)
+            }
+            ClientFrame::CallSignal { req_id, call_id, to_session_id, signal } => {
+                (req_id, video.signal(who, call_id, to_session_id, signal).await)
+            }
+            _ => return Ok(()),
+        };
+        match (result, req_id) {
+            (Ok(()), Some(req_id)) => self.send(&ServerFrame::Ok { req_id }).await,
+            (Ok(()), None) => Ok(()),
+            (Err(e), req_id) => self.error(req_id, e.code(), &e.public_message()).await,
+        }
+    }
+
+    /// Answers `call_start`/`call_answer` with the call, and notes that this device is in
+    /// it (for keepalives).
+    async fn answer_call(
+        &mut self,
+        req_id: Option<String>,
+        result: Result<chattr_api::v1::Call, chattr_proto::video::VideoError>,
+    ) -> Result<(), End> {
+        match result {
+            Ok(call) => {
+                self.in_call = call.state != chattr_api::v1::CallState::Ended;
+                self.send(&ServerFrame::Call { req_id, call }).await
+            }
+            Err(e) => self.error(req_id, e.code(), &e.public_message()).await,
+        }
+    }
+
+    /// Tells the video service this device's socket is alive; stops once it is in no call.
+    async fn call_keepalive(&mut self, who: Principal) -> Result<(), End> {
+        match self.state.video.keepalive(who).await {
+            Ok(in_call) => self.in_call = in_call,
+            Err(e) => warn!(error = %e, "call keepalive failed"),
+        }
+        Ok(())
     }
 
     /// Reads the next text frame. Control frames are skipped; invalid input becomes
@@ -518,6 +619,16 @@ async fn io<E>(
     }
 }
 
+/// The next tick of an optional interval (never, without one).
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Resolves once shutdown was signalled (the watch guard is dropped before returning, so
 /// the connection future stays `Send`).
 async fn shutting_down(rx: &mut tokio::sync::watch::Receiver<bool>) {
@@ -556,7 +667,14 @@ fn req_id_of(frame: &ClientFrame) -> Option<String> {
         ClientFrame::Send { req_id, .. }
         | ClientFrame::Edit { req_id, .. }
         | ClientFrame::Delete { req_id, .. } => Some(req_id.clone()),
-        ClientFrame::Read { req_id, .. } | ClientFrame::Ping { req_id } => req_id.clone(),
+        ClientFrame::CallStart { req_id, .. }
+        | ClientFrame::CallAnswer { req_id, .. }
+        | ClientFrame::CallDecline { req_id, .. }
+        | ClientFrame::CallLeave { req_id, .. } => Some(req_id.clone()),
+        ClientFrame::Read { req_id, .. }
+        | ClientFrame::Ping { req_id }
+        | ClientFrame::CallMedia { req_id, .. }
+        | ClientFrame::CallSignal { req_id, .. } => req_id.clone(),
         ClientFrame::Auth { .. } | ClientFrame::Typing { .. } => None,
     }
 }
