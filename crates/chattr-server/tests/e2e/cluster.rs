@@ -35,12 +35,13 @@ pub struct Shape {
     pub messaging: usize,
     pub relays: usize,
     pub fanouts: usize,
+    pub video: usize,
     pub gateways: usize,
 }
 
 impl Default for Shape {
     fn default() -> Self {
-        Self { messaging: 1, relays: 1, fanouts: 1, gateways: 1 }
+        Self { messaging: 1, relays: 1, fanouts: 1, video: 1, gateways: 1 }
     }
 }
 
@@ -57,6 +58,7 @@ pub struct Cluster {
     pub messaging: Vec<Role>,
     pub relay: Vec<Role>,
     pub fanout: Vec<Role>,
+    pub video: Vec<Role>,
     pub gateways: Vec<Role>,
     dir: std::path::PathBuf,
     generation: u32,
@@ -65,7 +67,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts one process per role (auth, messaging, relay, fan-out, gateway).
+    /// Starts one process per role (auth, messaging, relay, fan-out, video, gateway).
     pub fn start(settings: &Settings, dir: &Path) -> Self {
         Self::start_shape(settings, dir, Shape::default())
     }
@@ -78,6 +80,7 @@ impl Cluster {
             messaging: Vec::new(),
             relay: Vec::new(),
             fanout: Vec::new(),
+            video: Vec::new(),
             gateways: Vec::new(),
             dir: dir.to_owned(),
             generation: 0,
@@ -111,6 +114,15 @@ impl Cluster {
                 _ => cluster.messaging.push(role),
             }
         }
+        // Video reaches messaging (membership), so it starts once messaging listens.
+        let messaging = addrs(&cluster.messaging);
+        let video: Vec<_> = (0..shape.video)
+            .map(|i| {
+                let services = ["--services", "video", "--messaging-addrs", messaging.as_str()];
+                cluster.spawn(&format!("video{i}"), &services, &grpc)
+            })
+            .collect();
+        cluster.video.extend(video.into_iter().map(ready));
         for i in 0..shape.gateways {
             let gateway = cluster.spawn_gateway(i);
             cluster.gateways.push(ready(gateway));
@@ -122,10 +134,11 @@ impl Cluster {
     pub fn spawn_gateway(&self, i: usize) -> Supervised {
         let auth = addrs(&self.auth);
         let messaging = addrs(&self.messaging);
+        let video = addrs(&self.video);
         self.spawn(
             &format!("gateway{i}"),
             &["--services", "gateway"],
-            &["--auth-addrs", &auth, "--messaging-addrs", &messaging],
+            &["--auth-addrs", &auth, "--messaging-addrs", &messaging, "--video-addrs", &video],
         )
     }
 
@@ -151,7 +164,13 @@ impl Cluster {
 
     /// Every process, for checks over all of them.
     pub fn roles(&self) -> impl Iterator<Item = &Role> {
-        self.auth.iter().chain(&self.messaging).chain(&self.relay).chain(&self.fanout).chain(&self.gateways)
+        self.auth
+            .iter()
+            .chain(&self.messaging)
+            .chain(&self.relay)
+            .chain(&self.fanout)
+            .chain(&self.video)
+            .chain(&self.gateways)
     }
 
     /// SIGTERM to every process still running (a test may have killed some), gateways
@@ -164,6 +183,7 @@ impl Cluster {
             .chain(&mut self.messaging)
             .chain(&mut self.relay)
             .chain(&mut self.fanout)
+            .chain(&mut self.video)
         {
             if !role.process.is_running() {
                 continue;
