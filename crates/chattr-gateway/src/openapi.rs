@@ -17,6 +17,7 @@ use crate::routes::{auth, calls, conversations, messages, users};
     ),
     components(schemas(
         chattr_api::v1::ClientFrame, chattr_api::v1::ServerFrame, chattr_api::v1::ConversationCursor,
+        chattr_api::v1::Call, chattr_api::v1::CallParticipant, chattr_api::v1::Signal,
     )),
     modifiers(&BearerAuth),
 )]

@@ -223,6 +223,7 @@ impl Video {
                 return Err(VideoError::NotFound);
             };
             let now = self.clock.now_ms();
+            let before = record.view();
             let effects = change(&mut record, now)?;
             if let Some(Effect::Ended { outcome, duration_ms, participants }) =
                 effects.iter().find(|e| matches!(e, Effect::Ended { .. })).cloned()
@@ -239,7 +240,10 @@ impl Video {
                 .await
                 .map_err(cache_down)?;
             if swapped {
-                self.carry_out(&record, &effects, now).await?;
+                // Liveness (keepalives) is nobody else's business: members hear only about
+                // what they can see change.
+                let announce = record.view() != before;
+                self.carry_out(&record, &effects, now, announce).await?;
                 return Ok(record);
             }
             metrics::counter!("chattr_video_transition_conflicts_total").increment(1);
@@ -249,7 +253,13 @@ impl Video {
 
     /// After a committed transition: index updates, bus events, the `call` frame to every
     /// member's devices, and the next deadline.
-    async fn carry_out(&self, record: &Record, effects: &[Effect], now: u64) -> Result<(), VideoError> {
+    async fn carry_out(
+        &self,
+        record: &Record,
+        effects: &[Effect],
+        now: u64,
+        announce: bool,
+    ) -> Result<(), VideoError> {
         let conversation_id = record.call.conversation_id;
         let mut events = Vec::new();
         for effect in effects {
@@ -276,17 +286,23 @@ impl Video {
         if !events.is_empty() {
             self.publish_events(events).await;
         }
-        self.tell_members(record).await?;
+        if announce {
+            self.tell_members(record).await?;
+        }
         if record.ended.is_some() {
             return self.finish(record).await;
         }
-        if let Some(at) = record.next_deadline_ms(now) {
-            self.cache
-                .schedule(DUE_SET, &record.id.to_string(), i64::try_from(at).unwrap_or(i64::MAX))
-                .await
-                .map_err(cache_down)?;
+        self.reschedule(record, now).await
+    }
+
+    /// Puts the call's next deadline in the due-set (or takes it out when it has none).
+    async fn reschedule(&self, record: &Record, now: u64) -> Result<(), VideoError> {
+        let member = record.id.to_string();
+        match record.next_deadline_ms(now) {
+            Some(at) => self.cache.schedule(DUE_SET, &member, i64::try_from(at).unwrap_or(i64::MAX)).await,
+            None => self.cache.unschedule(DUE_SET, &member).await,
         }
-        Ok(())
+        .map_err(cache_down)
     }
 
     /// An ended call: its event goes on the bus, then the call is forgotten.
@@ -418,11 +434,9 @@ impl Video {
             })
             .await;
         match result {
-            Ok(record)
-                if record.ended.is_none() && record.next_deadline_ms(self.clock.now_ms()).is_none() =>
-            {
-                self.cache.unschedule(DUE_SET, &id.to_string()).await.map_err(cache_down)
-            }
+            // Nothing was due after all (another instance's clock ran slightly ahead, or a
+            // keepalive came in): wait for the real deadline rather than poll.
+            Ok(record) if record.ended.is_none() => self.reschedule(&record, self.clock.now_ms()).await,
             Ok(_) => Ok(()),
             Err(VideoError::NotFound) => {
                 self.cache.unschedule(DUE_SET, &id.to_string()).await.map_err(cache_down)
@@ -619,7 +633,7 @@ impl VideoService for Video {
                 caller_id: who.user_id,
             }])
             .await;
-            self.carry_out(&record, &effects, now).await?;
+            self.carry_out(&record, &effects, now, true).await?;
             return Ok(record.view());
         }
         Err(VideoError::Unavailable("the conversation's call is changing too fast, retry".to_owned()))

@@ -113,7 +113,9 @@ fn answered_call(frame: ServerFrame) -> Call {
 }
 
 async fn start(ws: &mut Connection, conversation_id: Uuid) -> Call {
-    answered_call(request(ws, ClientFrame::CallStart { req_id: "start".into(), conversation_id }, "start").await)
+    answered_call(
+        request(ws, ClientFrame::CallStart { req_id: "start".into(), conversation_id }, "start").await,
+    )
 }
 
 async fn answer(ws: &mut Connection, call_id: Uuid) -> Call {
@@ -194,10 +196,12 @@ async fn a_direct_call_rings_every_device_connects_one_and_relays_signals_only_t
         sdp_m_line_index: Some(0),
     };
     assert!(matches!(signal(&mut b2, call.id, a_session, ice.clone()).await, ServerFrame::Ok { .. }));
-    wait_for(&mut a, |f| matches!(f, ServerFrame::CallSignal { signal, .. } if *signal == ice).then_some(())).await;
+    wait_for(&mut a, |f| matches!(f, ServerFrame::CallSignal { signal, .. } if *signal == ice).then_some(()))
+        .await;
 
     // Muting shows to the others.
-    let media = ClientFrame::CallMedia { req_id: Some("mute".into()), call_id: call.id, audio: false, video: true };
+    let media =
+        ClientFrame::CallMedia { req_id: Some("mute".into()), call_id: call.id, audio: false, video: true };
     assert!(matches!(request(&mut b2, media, "mute").await, ServerFrame::Ok { .. }));
     call_where(&mut a, |c| c.participants.iter().any(|p| p.session_id == b2_session && !p.audio)).await;
 
@@ -224,7 +228,8 @@ async fn strangers_cannot_see_join_or_signal_and_bad_signals_are_refused() {
     let (mut e, _) = socket(&eve).await;
 
     // Eve cannot start a call in a conversation she is not in (nor learn it exists).
-    let refused = request(&mut e, ClientFrame::CallStart { req_id: "s".into(), conversation_id: conv.id }, "s");
+    let refused =
+        request(&mut e, ClientFrame::CallStart { req_id: "s".into(), conversation_id: conv.id }, "s");
     assert_eq!(error_code(&refused.await), codes::NOT_FOUND);
     let call = start(&mut a, conv.id).await;
     answer(&mut b, call.id).await;
@@ -267,9 +272,13 @@ async fn strangers_cannot_see_join_or_signal_and_bad_signals_are_refused() {
     let to_nobody = signal(&mut a, call.id, Uuid::now_v7(), Signal::Offer { sdp: OFFER.into() }).await;
     assert_eq!(error_code(&to_nobody), codes::FORBIDDEN);
     // Malformed frames get precise errors and the socket stays.
-    a.send_text(r#"{"type":"call_signal","call_id":"nope","to_session_id":1,"signal":{}}"#.into()).await.unwrap();
-    wait_for(&mut a, |f| matches!(f, ServerFrame::Error { code, .. } if code == codes::BAD_REQUEST).then_some(()))
-        .await;
+    a.send_text(r#"{"type":"call_signal","call_id":"nope","to_session_id":1,"signal":{}}"#.into())
+        .await
+        .unwrap();
+    wait_for(&mut a, |f| {
+        matches!(f, ServerFrame::Error { code, .. } if code == codes::BAD_REQUEST).then_some(())
+    })
+    .await;
     no_signal_pending(&mut a).await;
 }
 
@@ -338,7 +347,8 @@ async fn a_group_call_has_a_cap_and_a_dropped_device_keeps_its_place_only_for_th
     assert_eq!(call.ringing.len(), 3);
     answer(&mut sockets[1], call.id).await;
     answer(&mut sockets[2], call.id).await;
-    let full = request(&mut sockets[3], ClientFrame::CallAnswer { req_id: "f".into(), call_id: call.id }, "f");
+    let full =
+        request(&mut sockets[3], ClientFrame::CallAnswer { req_id: "f".into(), call_id: call.id }, "f");
     assert_eq!(error_code(&full.await), codes::CALL_FULL);
     // Calling into a conversation with a live call joins it rather than starting another.
     let leave = ClientFrame::CallLeave { req_id: "l".into(), call_id: call.id };
@@ -355,8 +365,9 @@ async fn a_group_call_has_a_cap_and_a_dropped_device_keeps_its_place_only_for_th
     let g3 = user_id(&users[3]);
     call_where(&mut sockets[0], |c| c.participants.iter().any(|p| p.user_id == g3)).await;
     drop(sockets.remove(2));
-    let after = call_where(&mut sockets[0], |c| c.id == call.id && c.participants.iter().all(|p| p.user_id != g3))
-        .await;
+    let after =
+        call_where(&mut sockets[0], |c| c.id == call.id && c.participants.iter().all(|p| p.user_id != g3))
+            .await;
     assert_eq!(after.state, CallState::Active);
     assert_eq!(after.participants.len(), 2);
 }

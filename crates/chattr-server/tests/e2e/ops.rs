@@ -59,6 +59,16 @@ async fn health_ready_metrics_and_openapi() {
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
+    // Every schema a frame refers to is in the document (the call frames included).
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for s in ["ClientFrame", "ServerFrame", "Call", "CallParticipant", "Signal", "CallState", "CallOutcome"] {
+        assert!(schemas.contains_key(s), "openapi lacks schema {s}");
+    }
+    let text = doc.to_string();
+    for reference in text.split("\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(schemas.contains_key(name), "dangling schema reference {name}");
+    }
     // Unknown routes answer JSON 404 too.
     let missing = c.request_raw(Method::GET, "/v1/nope", None).await;
     assert_api_error(missing, 404, "not_found");
