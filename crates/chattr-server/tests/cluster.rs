@@ -1,6 +1,7 @@
 //! The cluster test: Chattr in its distributed shape — 2 gateways, 2 messaging, 1 auth,
-//! 2 relays (one leads, one stands by) and 2 fan-out instances, each its own process — on PostgreSQL, Redis and Kafka, under a
-//! verifying chat workload, through four faults:
+//! 2 relays (one leads, one stands by), 2 fan-out and 2 video instances, each its own
+//! process — on PostgreSQL, Redis and Kafka, under a verifying chat workload, through six
+//! faults:
 //!
 //! 1. `kill -9` of a gateway: its clients fail over to the other gateway and resume;
 //! 2. `kill -9` of a messaging instance: gateways fail over; sends in flight are retried
@@ -13,6 +14,10 @@
 //! Every acknowledged message must reach every member exactly once, in order. The report
 //! (printed; run with `--nocapture` to see it) gives per fault: lost, duplicated, out of
 //! order, and the time until delivery resumed.
+//!
+//! Two more tests: a crashed gateway's users go offline within the presence TTL; and a call
+//! whose two sides sit on different gateways keeps signaling and stays up through a
+//! `kill -9` of a video instance, then ends with its summary in the timeline.
 
 #[path = "e2e/cluster.rs"]
 #[allow(dead_code)] // The e2e profile uses the rest of it.
@@ -416,4 +421,128 @@ async fn a_crashed_gateways_users_go_offline_within_the_presence_ttl() {
     }
     println!("offline {:?} after the gateway crash (presence TTL {ttl:?})", crashed.elapsed());
     blocking(|| cluster.stop());
+}
+
+/// Reads frames until `pick` returns Some (bounded).
+async fn frame_where<T>(
+    ws: &mut chattr_client::Connection,
+    mut pick: impl FnMut(&chattr_api::v1::ServerFrame) -> Option<T>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(v) = pick(&ws.next().await.expect("socket open")) {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_spans_two_gateways_and_survives_a_video_instance_crash() {
+    use chattr_api::v1::{CallOutcome, CallState, ClientFrame, ServerFrame};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::for_test(dir.path());
+    cluster::use_shared_backends(&mut settings).await;
+    let shape = Shape { gateways: 2, video: 2, ..Shape::default() };
+    let mut cluster = Cluster::start_shape(&settings, dir.path(), shape);
+    let (first, second) =
+        (format!("http://{}", cluster.gateways[0].http), format!("http://{}", cluster.gateways[1].http));
+    let alice = Client::new(&first).unwrap();
+    alice.signup(&format!("{}alice", cluster::tenant_name()), PASSWORD).await.unwrap();
+    let bob = Client::new(&second).unwrap();
+    bob.signup(&format!("{}bob", cluster::tenant_name()), PASSWORD).await.unwrap();
+    let conv = alice.direct(bob.me().unwrap().id).await.unwrap();
+    let session = |ready: ServerFrame| match ready {
+        ServerFrame::Ready { session_id, .. } => session_id,
+        other => panic!("expected ready, got {other:?}"),
+    };
+    let (mut a, ready) = alice.connect(BTreeMap::new()).await.unwrap();
+    let a_session = session(ready);
+    let (mut b, ready) = bob.connect(BTreeMap::new()).await.unwrap();
+    let b_session = session(ready);
+
+    // Alice (gateway 0) calls, Bob (gateway 1) rings and answers.
+    a.send(&ClientFrame::CallStart { req_id: "start".into(), conversation_id: conv.id }).await.unwrap();
+    let call = frame_where(&mut a, |f| match f {
+        ServerFrame::Call { req_id: Some(_), call } => Some(call.clone()),
+        _ => None,
+    })
+    .await;
+    frame_where(&mut b, |f| matches!(f, ServerFrame::Call { call: c, .. } if c.id == call.id).then_some(()))
+        .await;
+    b.send(&ClientFrame::CallAnswer { req_id: "answer".into(), call_id: call.id }).await.unwrap();
+    frame_where(&mut a, |f| {
+        matches!(f, ServerFrame::Call { call: c, .. } if c.state == CallState::Active).then_some(())
+    })
+    .await;
+
+    // Signals cross gateways, both ways, before and after a video instance dies.
+    let ids = (call.id, a_session, b_session);
+    exchange(&mut a, &mut b, ids, 1).await;
+    blocking(|| cluster.video[0].process.kill());
+    let crashed = Instant::now();
+    exchange(&mut a, &mut b, ids, 2).await;
+    println!("signaling resumed {:?} after the video instance crash", crashed.elapsed());
+    // The keepalives (every 3 s) of both devices now go to the survivor: wait past the
+    // grace period; the call must still be up.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    exchange(&mut a, &mut b, ids, 3).await;
+
+    // Bob hangs up: both see the end, and the summary reaches the timeline.
+    b.send(&ClientFrame::CallLeave { req_id: "bye".into(), call_id: call.id }).await.unwrap();
+    let ended = frame_where(&mut a, |f| match f {
+        ServerFrame::Call { call: c, .. } if c.state == CallState::Ended => Some(c.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(ended.outcome, Some(CallOutcome::Completed));
+    assert!(ended.duration_ms.unwrap() >= 12_000);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let history = alice.history(conv.id, None, None, Some(50)).await.unwrap();
+        if let Some(line) = history.iter().find(|m| m.client_msg_id == format!("call:{}", call.id)) {
+            assert!(line.body.starts_with("Call — "), "{}", line.body);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no call summary in the timeline");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    blocking(|| cluster.stop());
+}
+
+fn offer(n: u32) -> chattr_api::v1::Signal {
+    chattr_api::v1::Signal::Offer { sdp: format!("v=0\r\no=- {n} 1 IN IP4 127.0.0.1\r\n") }
+}
+
+/// Alice's device signals Bob's and back; each must receive exactly what was sent.
+async fn exchange(
+    a: &mut chattr_client::Connection,
+    b: &mut chattr_client::Connection,
+    (call_id, a_session, b_session): (Uuid, Uuid, Uuid),
+    round: u32,
+) {
+    use chattr_api::v1::{ClientFrame, ServerFrame};
+    let frame =
+        ClientFrame::CallSignal { req_id: None, call_id, to_session_id: b_session, signal: offer(round) };
+    a.send(&frame).await.unwrap();
+    frame_where(b, |f| {
+        matches!(f, ServerFrame::CallSignal { from_session_id, signal, .. }
+            if *from_session_id == a_session && *signal == offer(round))
+        .then_some(())
+    })
+    .await;
+    let back = ClientFrame::CallSignal {
+        req_id: None,
+        call_id,
+        to_session_id: a_session,
+        signal: offer(round + 100),
+    };
+    b.send(&back).await.unwrap();
+    frame_where(a, |f| {
+        matches!(f, ServerFrame::CallSignal { signal, .. } if *signal == offer(round + 100)).then_some(())
+    })
+    .await;
 }
