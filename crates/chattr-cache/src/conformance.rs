@@ -306,6 +306,10 @@ pub async fn values_compare_and_swap(cache: DynCache) {
     assert!(!cache.compare_and_swap(&key, None, Some(b"two"), ttl).await.unwrap(), "present is not absent");
     assert!(!cache.compare_and_swap(&key, Some(b"two"), Some(b"three"), ttl).await.unwrap());
     assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"one"[..]));
+    let missing = unique("cas-missing");
+    let many = cache.get_many(&[missing.clone(), key.clone(), missing]).await.unwrap();
+    assert_eq!(many, vec![None, Some(Bytes::from_static(b"one")), None]);
+    assert!(cache.get_many(&[]).await.unwrap().is_empty());
     assert!(cache.compare_and_swap(&key, Some(b"one"), Some(b"\x00binary\xff"), ttl).await.unwrap());
     assert_eq!(cache.get(&key).await.unwrap().as_deref(), Some(&b"\x00binary\xff"[..]));
     assert!(cache.compare_and_swap(&key, Some(b"\x00binary\xff"), None, ttl).await.unwrap());

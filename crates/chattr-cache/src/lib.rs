@@ -104,6 +104,8 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Reads a value (`None` when absent or expired).
     async fn get(&self, key: &str) -> CacheResult<Option<Bytes>>;
+    /// Reads many values in one round trip, in the order given.
+    async fn get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Bytes>>>;
     /// Replaces the value of `key` with `new` (deletes it when `None`) only if its current
     /// value is exactly `expected` (`None`: absent), atomically across processes. A written
     /// value expires after `ttl`. Returns whether it was written.

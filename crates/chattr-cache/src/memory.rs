@@ -290,6 +290,15 @@ impl Cache for MemoryCache {
         Ok(values.map.get(key).filter(|(_, expiry)| *expiry > now).map(|(v, _)| v.clone()))
     }
 
+    async fn get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Bytes>>> {
+        let now = Instant::now();
+        let values = self.values.lock();
+        Ok(keys
+            .iter()
+            .map(|key| values.map.get(key).filter(|(_, expiry)| *expiry > now).map(|(v, _)| v.clone()))
+            .collect())
+    }
+
     async fn compare_and_swap(
         &self,
         key: &str,

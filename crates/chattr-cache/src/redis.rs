@@ -486,6 +486,19 @@ impl Cache for RedisCache {
         Ok(value.map(Bytes::from))
     }
 
+    async fn get_many(&self, keys: &[String]) -> CacheResult<Vec<Option<Bytes>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut con = self.con.clone();
+        let mut command = ::redis::cmd("MGET");
+        for key in keys {
+            command.arg(self.names.value(key));
+        }
+        let values: Vec<Option<Vec<u8>>> = bounded(command.query_async(&mut con)).await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
     async fn compare_and_swap(
         &self,
         key: &str,

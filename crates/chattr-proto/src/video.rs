@@ -82,6 +82,13 @@ impl ErrorInfo for VideoError {
 pub trait VideoService: Send + Sync + 'static {
     /// The ICE servers `who` may use, with fresh time-limited TURN credentials.
     async fn ice_servers(&self, who: Principal) -> Result<IceServerList, VideoError>;
+    /// The live calls of these conversations that `who` is a member of (for a device that
+    /// just connected: it rings for a call already ringing, or rejoins one it was in).
+    async fn calls_of(
+        &self,
+        who: Principal,
+        conversations: &[ConversationId],
+    ) -> Result<Vec<Call>, VideoError>;
     /// Starts a call in a conversation of the caller, or joins the live one it has.
     async fn start(&self, who: Principal, conversation_id: ConversationId) -> Result<Call, VideoError>;
     /// Answers, joins or rejoins a call on this device.

@@ -725,6 +725,18 @@ impl VideoService for RemoteVideo {
         ))
     }
 
+    async fn calls_of(
+        &self,
+        who: Principal,
+        conversations: &[ConversationId],
+    ) -> Result<Vec<api::Call>, VideoError> {
+        let msg = pb::CallsOfRequest {
+            who: Some(cv::principal(who)),
+            conversation_ids: conversations.iter().map(ToString::to_string).collect(),
+        };
+        video_json(remote_call!(self, VideoStub, video_error, calls_of, Retry::Idempotent, msg))
+    }
+
     async fn start(&self, who: Principal, conversation_id: ConversationId) -> Result<api::Call, VideoError> {
         let msg = pb::StartCallRequest {
             who: Some(cv::principal(who)),

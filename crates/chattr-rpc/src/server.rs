@@ -419,6 +419,14 @@ impl pb::video_server::Video for VideoGrpc {
         json_reply(&self.0.ice_servers(who).await.map_err(|e| to_status(&e))?)
     }
 
+    async fn calls_of(&self, req: Request<pb::CallsOfRequest>) -> Reply<pb::JsonReply> {
+        let r = req.get_ref();
+        let who = who_of(r.who.as_ref())?;
+        let conversations =
+            r.conversation_ids.iter().map(|c| id("conversation_ids", c)).collect::<Result<Vec<_>, _>>()?;
+        json_reply(&self.0.calls_of(who, &conversations).await.map_err(|e| to_status(&e))?)
+    }
+
     async fn start(&self, req: Request<pb::StartCallRequest>) -> Reply<pb::JsonReply> {
         let r = req.get_ref();
         let who = who_of(r.who.as_ref())?;

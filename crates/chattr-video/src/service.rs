@@ -569,6 +569,28 @@ impl VideoService for Video {
         Ok(IceServerList { ice_servers, ttl_secs })
     }
 
+    async fn calls_of(
+        &self,
+        who: Principal,
+        conversations: &[ConversationId],
+    ) -> Result<Vec<v1::Call>, VideoError> {
+        let keys: Vec<String> = conversations.iter().map(|c| conversation_key(*c)).collect();
+        // One round trip for the common case: no call anywhere.
+        let named = self.cache.get_many(&keys).await.map_err(cache_down)?;
+        let mut calls = Vec::new();
+        for raw in named.into_iter().flatten() {
+            let Some(id) = std::str::from_utf8(&raw).ok().and_then(|s| s.parse::<CallId>().ok()) else {
+                continue;
+            };
+            if let Some((_, record)) = self.load(id).await? {
+                if record.ended.is_none() && record.call.members().any(|m| *m == who.user_id) {
+                    calls.push(record.view());
+                }
+            }
+        }
+        Ok(calls)
+    }
+
     async fn start(&self, who: Principal, conversation_id: ConversationId) -> Result<v1::Call, VideoError> {
         let conversation =
             self.messaging.conversation(who.user_id, conversation_id).await.map_err(messaging_error)?;

@@ -296,6 +296,18 @@ impl Conn {
             }
         }
         self.send(&ServerFrame::Synced).await?;
+        // Calls already ringing or running in the user's conversations: this device rings
+        // too, or can rejoin after a reconnect. (Later changes arrive as live events: the
+        // socket is subscribed already.)
+        let conversations: Vec<ConversationId> = self.delivered.keys().copied().collect();
+        match self.state.video.calls_of(who, &conversations).await {
+            Ok(calls) => {
+                for call in calls {
+                    self.feed(&ServerFrame::Call { req_id: None, call }).await?;
+                }
+            }
+            Err(e) => warn!(error = %e, "live calls not looked up"),
+        }
         io(self.sink.flush(), self.slot.as_deref()).await
     }
 

@@ -371,3 +371,30 @@ async fn a_group_call_has_a_cap_and_a_dropped_device_keeps_its_place_only_for_th
     assert_eq!(after.state, CallState::Active);
     assert_eq!(after.participants.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_connects_during_a_call_hears_of_it_after_synced() {
+    let srv = TestServer::start().await;
+    let (alice, bob, eve) = (srv.user("alice").await, srv.user("bob").await, srv.user("eve").await);
+    let conv = alice.direct(user_id(&bob)).await.unwrap();
+    eve.direct(user_id(&alice)).await.unwrap();
+    let (mut a, _) = socket(&alice).await;
+    let call = start(&mut a, conv.id).await;
+
+    // Bob opens the app while Alice's call rings: his new socket rings too.
+    let (mut b, _) = within(bob.connect(BTreeMap::new())).await.unwrap();
+    until_synced(&mut b).await;
+    let ringing = call_where(&mut b, |c| c.id == call.id).await;
+    assert_eq!((ringing.state, ringing.ringing.clone()), (CallState::Ringing, vec![user_id(&bob)]));
+    // Eve shares a conversation with Alice, not this one: she hears nothing of it.
+    let (mut e, _) = within(eve.connect(BTreeMap::new())).await.unwrap();
+    until_synced(&mut e).await;
+    no_signal_pending(&mut e).await;
+    e.send(&ClientFrame::Ping { req_id: Some("p".into()) }).await.unwrap();
+    wait_for(&mut e, |f| match f {
+        ServerFrame::Call { .. } => panic!("a stranger heard of the call: {f:?}"),
+        ServerFrame::Pong { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+}
