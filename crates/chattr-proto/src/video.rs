@@ -34,6 +34,12 @@ pub enum VideoError {
     /// The call holds as many participants as it may.
     #[error("the call is full ({0} participants at most)")]
     Full(u32),
+    /// Too many calls started; retry after this long.
+    #[error("too many calls started, retry later")]
+    RateLimited {
+        /// Time until a call may be started again.
+        retry_after: std::time::Duration,
+    },
     /// A backend or service cannot be reached right now; the call may be retried.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -50,6 +56,7 @@ impl ErrorInfo for VideoError {
             VideoError::Forbidden(_) => codes::FORBIDDEN,
             VideoError::Busy => codes::BUSY,
             VideoError::Full(_) => codes::CALL_FULL,
+            VideoError::RateLimited { .. } => codes::RATE_LIMITED,
             VideoError::Unavailable(_) => codes::UNAVAILABLE,
             VideoError::Internal(_) => codes::INTERNAL,
         }
@@ -61,8 +68,16 @@ impl ErrorInfo for VideoError {
             VideoError::Invalid(_) => 400,
             VideoError::Forbidden(_) => 403,
             VideoError::Busy | VideoError::Full(_) => 409,
+            VideoError::RateLimited { .. } => 429,
             VideoError::Unavailable(_) => 503,
             VideoError::Internal(_) => 500,
+        }
+    }
+
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            VideoError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 

@@ -119,7 +119,8 @@ pub fn messaging_error(status: &Status) -> MessagingError {
 /// A status from the video service as the error the local service would have returned.
 pub fn video_error(status: &Status) -> VideoError {
     match classify(status) {
-        Remote::Chattr { code, message, .. } => match code {
+        Remote::Chattr { code, message, retry_after } => match code {
+            codes::RATE_LIMITED => VideoError::RateLimited { retry_after: retry_after.unwrap_or_default() },
             codes::NOT_FOUND => VideoError::NotFound,
             codes::FORBIDDEN => VideoError::Forbidden(message.to_owned()),
             codes::BUSY => VideoError::Busy,
@@ -197,6 +198,9 @@ mod tests {
         let full = video_error(&to_status(&VideoError::Full(4)));
         assert_eq!(full.public_message(), VideoError::Full(4).public_message());
         assert_eq!(video_error(&to_status(&VideoError::Busy)).code(), codes::BUSY);
+        let limited =
+            video_error(&to_status(&VideoError::RateLimited { retry_after: Duration::from_secs(7) }));
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(7)));
         let forbidden = video_error(&to_status(&VideoError::Forbidden("not in this call".into())));
         assert_eq!(
             (forbidden.code(), forbidden.public_message().as_str()),

@@ -35,6 +35,9 @@ pub struct VideoSettings {
     pub grace_secs: Option<u64>,
     /// Most participants of one call (a mesh; default 4, at least 2).
     pub max_participants: Option<usize>,
+    /// Calls one user may start per minute (default 10): ringing someone's devices over
+    /// and over is harassment, not a call.
+    pub calls_per_minute: Option<u32>,
 }
 
 impl VideoSettings {
@@ -51,6 +54,12 @@ impl VideoSettings {
     /// Milliseconds a silent device keeps its place in a call.
     pub fn grace_ms(&self) -> u64 {
         self.grace_secs.unwrap_or(10).max(4) * 1000
+    }
+
+    /// The limit on starting calls, per user.
+    pub fn start_limit(&self) -> chattr_cache::RateLimit {
+        let burst = self.calls_per_minute.unwrap_or(10).max(1);
+        chattr_cache::RateLimit { burst, period: std::time::Duration::from_secs(60) }
     }
 
     /// The mesh cap.

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chattr_api::v1::{self, CallParticipant, CallState, IceServerList, ServerFrame, Signal};
 use chattr_bus::{DynBus, OutgoingRecord};
-use chattr_cache::{CacheError, DynCache};
+use chattr_cache::{CacheError, DynCache, RateDecision};
 use chattr_core::events::{Event, EVENT_SCHEMA_VERSION};
 use chattr_core::{ConversationId, SessionId, UserId};
 use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
@@ -604,6 +604,14 @@ impl VideoService for Video {
             }
             if self.busy(who.user_id, None).await? {
                 return Err(VideoError::Busy);
+            }
+            // Counted only for calls that would ring someone (joining a live one is free).
+            let key = format!("callstart:{}", who.user_id);
+            if let RateDecision::Limited { retry_after } =
+                self.cache.rate_limit(&key, self.settings.start_limit()).await.map_err(cache_down)?
+            {
+                metrics::counter!("chattr_video_rate_limited_total").increment(1);
+                return Err(VideoError::RateLimited { retry_after });
             }
             let id = uuid::Uuid::now_v7();
             let now = self.clock.now_ms();

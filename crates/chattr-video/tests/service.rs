@@ -277,3 +277,25 @@ async fn calls_outlive_a_crashed_instance_and_ghosts_expire_when_nobody_serves_t
     assert_ne!(fresh.id, ghost.id);
     assert_eq!((fresh.caller_id, fresh.state), (bob, CallState::Ringing));
 }
+
+#[tokio::test(start_paused = true)]
+async fn ringing_someone_over_and_over_is_rate_limited() {
+    let w = World::new();
+    let video = w.video(true);
+    let (alice, bob) = (w.user("alice").await, w.user("bob").await);
+    let conv = w.conversation(alice, &[bob]).await;
+    let caller = device(alice);
+    for _ in 0..10 {
+        let call = video.start(caller, conv).await.unwrap();
+        video.leave(caller, call.id).await.unwrap();
+    }
+    let Err(VideoError::RateLimited { retry_after }) = video.start(caller, conv).await else {
+        panic!("the 11th call within a minute must be refused");
+    };
+    assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(6), "{retry_after:?}");
+    // Bob is not limited by Alice's calls, and Alice may call again after the wait.
+    let bobs = video.start(device(bob), conv).await.unwrap();
+    video.leave(device(bob), bobs.id).await.unwrap_or(());
+    tokio::time::sleep(retry_after).await;
+    assert!(video.start(caller, conv).await.is_ok());
+}
