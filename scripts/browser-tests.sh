@@ -9,6 +9,8 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+# coturn: the call tests relay media through a private TURN server.
+command -v turnserver >/dev/null || need_apt+=(coturn)
 # Fonts: Liberation renders the UI the same on every machine, Noto shows emoji.
 fc-list 2>/dev/null | grep -qi "Liberation Sans" || need_apt+=(fonts-liberation)
 fc-list 2>/dev/null | grep -qi "Noto Color Emoji" || need_apt+=(fonts-noto-color-emoji)

@@ -1,8 +1,10 @@
 // The chat controller: applies server events and REST answers to the store, keeps the
 // outbox of unacknowledged sends, fills gaps. Views call these functions and listen to
-// store events; they never talk to the socket themselves.
+// store events; they never talk to the socket themselves. Call frames are handed to
+// calls.js, which shares this socket.
 
 import { api } from "./api.js";
+import * as calls from "./calls.js";
 import { Realtime } from "./socket.js";
 import { emit, store, windowFor, directPeer } from "./store.js";
 
@@ -32,11 +34,13 @@ export async function start(me) {
       emit("status", status);
     },
   });
+  calls.attach(socket, me);
   socket.start();
   document.addEventListener("visibilitychange", onVisible);
 }
 
 export function stop() {
+  calls.detach();
   socket?.stop();
   socket = null;
   clearTimeout(readTimer);
@@ -275,9 +279,17 @@ function handleFrame(frame) {
   switch (frame.type) {
     case "ready":
       onReady(frame);
+      calls.onReady(frame);
       break;
     case "synced":
+      calls.onSynced(firstSync);
       onSynced();
+      break;
+    case "call":
+      calls.onCall(frame.call);
+      break;
+    case "call_signal":
+      calls.onSignal(frame);
       break;
     case "message":
       ingestMessage(frame.message);

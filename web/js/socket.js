@@ -78,9 +78,10 @@ export class Realtime {
   }
 
   /**
-   * Sends a frame with a req_id and resolves with its `ack`/`ok`, or rejects with the
-   * `error` frame ({code, message}). Rejects with code "disconnected" if the socket drops
-   * first: the caller decides whether to retry (sends do, with the same client_msg_id).
+   * Sends a frame with a req_id and resolves with its answer (`ack`, `ok` or `call`), or
+   * rejects with the `error` frame ({code, message}). Rejects with code "disconnected" if
+   * the socket drops first: the caller decides whether to retry (sends do, with the same
+   * client_msg_id).
    */
   request(frame) {
     if (!this.online) return Promise.reject({ code: "disconnected", message: "Not connected" });
@@ -149,6 +150,17 @@ export class Realtime {
         this.hooks.onFrame(frame);
         this.hooks.onStatus("online");
         return;
+      case "call":
+        // The answer to call_start/call_answer carries the call; the same call also comes
+        // as an event (without req_id) to every member's devices.
+        if (frame.req_id && this.pending.has(frame.req_id)) {
+          const waiter = this.pending.get(frame.req_id);
+          this.pending.delete(frame.req_id);
+          clearTimeout(waiter.timer);
+          waiter.resolve(frame);
+          return;
+        }
+        break;
       case "ack":
       case "ok":
       case "pong":

@@ -89,7 +89,20 @@ export async function startServer({ port = 0, dataDir, env = {} } = {}) {
   return server;
 }
 
-export function launchBrowser() {
+/**
+ * Flags for calls: a fake camera and microphone, granted without a prompt, and WebRTC
+ * allowed to connect over loopback with plain IP host candidates (no mDNS names).
+ */
+export const MEDIA_ARGS = [
+  "--use-fake-device-for-media-stream",
+  "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+  "--disable-features=WebRtcHideLocalIpsWithMdns",
+  "--autoplay-policy=no-user-gesture-required",
+];
+
+/** Debian's Chromium, headless. `media: true` adds MEDIA_ARGS (for call tests). */
+export function launchBrowser({ media = false } = {}) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
     args: [
@@ -99,6 +112,7 @@ export function launchBrowser() {
       "--disable-sync",
       "--no-first-run",
       "--disable-quic",
+      ...(media ? MEDIA_ARGS : []),
     ],
     timeout: 30_000,
   });

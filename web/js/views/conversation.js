@@ -1,8 +1,10 @@
-// One conversation: header, message log with upward infinite scroll, typing indicator and
-// composer. Rows are reconciled by key (day, message, or client_msg_id for my own
-// messages, so a pending bubble turns into the sent one in place and never doubles).
+// One conversation: header (with the call button), message log with upward infinite
+// scroll, typing indicator and composer. Rows are reconciled by key (day, message, or
+// client_msg_id for my own messages, so a pending bubble turns into the sent one in place
+// and never doubles). Call summaries are centered lines, not bubbles.
 
 import { avatar, formatAgo, formatDay, formatFull, formatTime, h, icon } from "../dom.js";
+import * as calls from "../calls.js";
 import * as chat from "../chat.js";
 import { navigate } from "../router.js";
 import { conversationTitle, directPeer, on, store, username, windowFor } from "../store.js";
@@ -30,6 +32,18 @@ export class ConversationView {
       icon("more"),
     );
     this.settingsBtn.addEventListener("click", () => groupSettingsDialog(this.id, { shell }));
+    this.callBtn = h(
+      "button",
+      { type: "button", class: "icon-btn call-start", "aria-label": "Start video call", title: "Start video call" },
+      icon("video"),
+    );
+    this.callBtn.addEventListener("click", () => calls.startCall(this.id));
+    // A group call running without this device (say it was declined here): join it.
+    this.joinBtn = h("button", { type: "button", class: "btn primary sm call-join", hidden: true }, icon("video"), "Join call");
+    this.joinBtn.addEventListener("click", () => {
+      const call = calls.liveCallIn(this.id);
+      if (call) calls.accept(call.id);
+    });
 
     this.olderBtn = h("button", { type: "button", class: "load-older", hidden: true }, "Load earlier messages");
     this.olderBtn.addEventListener("click", () => this.loadOlder());
@@ -87,6 +101,8 @@ export class ConversationView {
         back,
         this.headAvatar,
         h("div", { class: "conv-head-text" }, this.titleEl, this.subEl),
+        this.joinBtn,
+        this.callBtn,
         this.settingsBtn,
       ),
       h("div", { class: "log-wrap" }, this.log, this.jumpBtn),
@@ -101,9 +117,11 @@ export class ConversationView {
       on("typing", (cid) => cid === this.id && this.renderTyping()),
       on("conversation", (cid) => cid === this.id && this.renderHeader()),
       on("presence", () => this.renderHeader()),
+      on("call", () => this.renderCallButtons()),
     ];
     this.subTimer = setInterval(() => this.renderHeader(), 30_000);
     this.renderHeader();
+    this.renderCallButtons();
     this.renderTyping();
   }
 
@@ -171,6 +189,17 @@ export class ConversationView {
     }
     this.subEl.textContent = sub;
     this.settingsBtn.hidden = conv.kind !== "group";
+  }
+
+  renderCallButtons() {
+    const mine = calls.currentCall() || calls.inCallElsewhere();
+    const running = calls.liveCallIn(this.id);
+    const joinable =
+      !mine && running?.state === "active" && !running.participants.some((p) => p.user_id === store.me?.id);
+    this.joinBtn.hidden = !joinable;
+    this.callBtn.hidden = joinable;
+    this.callBtn.disabled = Boolean(mine);
+    this.callBtn.title = mine ? "You are in a call" : "Start video call";
   }
 
   renderTyping() {
@@ -257,6 +286,11 @@ export class ConversationView {
     const others = conv.members.filter((m) => m.id !== store.me.id);
     for (const msg of w.sorted()) {
       addDay(msg.created_at);
+      if (calls.isCallSummary(msg)) {
+        rows.push({ key: `m:${msg.id}`, kind: "call", msg });
+        prev = null;
+        continue;
+      }
       const mine = msg.sender_id === store.me.id;
       const cont =
         prev && prev.sender_id === msg.sender_id && Date.parse(msg.created_at) - Date.parse(prev.created_at) < GROUP_GAP_MS;
@@ -289,6 +323,10 @@ export class ConversationView {
   }
 
   updateMessage(el, row) {
+    if (row.kind === "call") {
+      this.updateCallLine(el, row.msg);
+      return;
+    }
     const conv = this.conv;
     const msg = row.msg;
     const data = row.kind === "pending" ? row.entry : msg;
@@ -350,6 +388,26 @@ export class ConversationView {
       );
     }
     el.replaceChildren(...parts);
+  }
+
+  /** A call summary: a centered line with an icon, the summary and the time. */
+  updateCallLine(el, msg) {
+    const sig = JSON.stringify(["call", msg.body, msg.created_at]);
+    if (el._sig === sig) return;
+    el._sig = sig;
+    el.dataset.seq = String(msg.seq);
+    el.dataset.messageId = msg.id;
+    const missed = msg.body === "Missed call" && msg.sender_id !== store.me.id;
+    el.className = `call-line${missed ? " missed" : ""}`;
+    el.replaceChildren(
+      h(
+        "span",
+        { class: "call-pill" },
+        icon(msg.body.startsWith("Call —") ? "phone" : "phone-off"),
+        h("span", { class: "call-text" }, msg.body),
+        h("time", { datetime: msg.created_at, title: formatFull(msg.created_at) }, formatTime(msg.created_at)),
+      ),
+    );
   }
 
   actionsFor(row, el) {

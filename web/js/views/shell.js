@@ -1,11 +1,13 @@
 // The signed-in layout: sidebar (conversation list) and main pane (a conversation or the
-// sessions page), the connection banner and toasts. On narrow screens only one of the two
-// panes is shown at a time (`data-screen` on the root, see styles.css).
+// sessions page), the call view (views/call.js) over the main pane, the connection banner
+// and toasts. On narrow screens only one of the two panes is shown at a time
+// (`data-screen` on the root, see styles.css).
 
 import { h, icon } from "../dom.js";
 import { currentRoute, navigate, onRoute } from "../router.js";
 import { on, store } from "../store.js";
 import { setTitle, setUnread } from "../title.js";
+import { CallView } from "./call.js";
 import { ConversationView } from "./conversation.js";
 import { SessionsView } from "./sessions.js";
 import { Sidebar } from "./sidebar.js";
@@ -26,6 +28,8 @@ export class Shell {
     this.main = h("main", { class: "main", id: "main" });
     this.el = h("div", { class: "app", "data-screen": "list" }, this.banner, this.sidebar.el, this.main, this.toasts);
     this.root.replaceChildren(this.el);
+    this.callView = new CallView({ shell: this });
+    this.callView.mount(this.el);
     this.showEmpty();
     this.unsubscribe.push(
       on("status", () => this.renderStatus()),
@@ -53,6 +57,7 @@ export class Shell {
     this.unsubscribe = [];
     this.view?.destroy();
     this.sidebar?.destroy();
+    this.callView?.destroy();
     this.view = null;
     this.root.replaceChildren();
   }

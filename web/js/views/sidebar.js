@@ -2,6 +2,7 @@
 // direct conversation, and the conversation list sorted by activity.
 
 import { avatar, debounce, formatListTime, h, icon } from "../dom.js";
+import { isCallSummary } from "../calls.js";
 import * as chat from "../chat.js";
 import { navigate } from "../router.js";
 import { conversationTitle, directPeer, on, sortedConversations, store, username } from "../store.js";
@@ -230,7 +231,8 @@ export class Sidebar {
     let preview = "No messages yet";
     if (last) {
       const who = last.sender_id === store.me.id ? "You: " : conv.kind === "group" ? `${username(last.sender_id)}: ` : "";
-      preview = last.deleted ? `${who}message deleted` : who + last.body.replace(/\s+/g, " ");
+      if (isCallSummary(last)) preview = last.body;
+      else preview = last.deleted ? `${who}message deleted` : who + last.body.replace(/\s+/g, " ");
     }
     const key = JSON.stringify([title, online, preview, conv.unread, last?.created_at, conv.kind, Boolean(peer)]);
     if (key === item.key) return;
