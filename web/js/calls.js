@@ -1,7 +1,8 @@
 // Calls: this device's side of video calls. Keeps the live calls of my conversations (from
-// `call` events), says which ones ring here, and runs the media of the call this device is
-// in: a mesh with one RTCPeerConnection per other participant, signalled over the chat
-// WebSocket (offers, answers and trickled ICE candidates, see docs/protocol.md).
+// `call` events), says which ones ring here, and runs the call this device is in: camera
+// and microphone, and a mesh with one connection (peer.js) per other participant,
+// signalled over the chat WebSocket (offers, answers and trickled ICE candidates, see
+// docs/protocol.md).
 //
 // Who offers: the device that joined later sends the offers to everyone already in the
 // call; the others wait for them. Renegotiation and offer collisions are handled the
@@ -20,10 +21,9 @@
 // read getStats(). The app never reads it back.
 
 import { api } from "./api.js";
+import { Peer } from "./peer.js";
 import { emit } from "./store.js";
 
-/** A peer that has not connected by then counts as failed. */
-const CONNECT_TIMEOUT_MS = 30_000;
 /** Extra time a ringing call is shown past its ring time, should its end event be lost. */
 const RING_SLACK_MS = 2_000;
 /** After joining, an event without this device may be an older one overtaken by the answer. */
@@ -207,14 +207,7 @@ export function onSignal({ call_id, from_user_id, from_session_id, signal }) {
   }
   // An offer may overtake the event that announces its sender.
   peer ||= createPeer(c, from_session_id, from_user_id, false);
-  enqueue(peer, signal);
-}
-
-/** One signal at a time per peer: candidates must wait for the description before them. */
-function enqueue(peer, signal) {
-  peer.queue = peer.queue
-    .then(() => handleSignal(peer, signal))
-    .catch((err) => console.warn("call: signal not applied", signal.kind, err));
+  peer.receive(signal);
 }
 
 /** Whether a timeline message is a call summary ("Missed call", "Call — 4 min", …). */
@@ -470,7 +463,7 @@ function update(c, call) {
   const present = new Map(call.participants.map((p) => [p.session_id, p]));
   for (const [session, peer] of c.peers) {
     if (!present.has(session)) {
-      closePeer(peer);
+      peer.close();
       c.peers.delete(session);
       debug.peers.delete(session);
     }
@@ -489,7 +482,7 @@ function finish(message = "") {
   const c = current;
   if (!c) return;
   current = null;
-  for (const peer of c.peers.values()) closePeer(peer);
+  for (const peer of c.peers.values()) peer.close();
   c.peers.clear();
   early.clear();
   c.local?.getTracks().forEach((t) => t.stop());
@@ -501,158 +494,31 @@ function finish(message = "") {
 
 // ---------------------------------------------------------------- peer connections
 
-/**
- * One connection to another participant's device. `initiator`: this device joined later,
- * so it adds its tracks at once (which makes the first offer); otherwise it waits for the
- * other side's offer and adds its tracks while answering.
- */
+/** A connection to another participant's device (see peer.js for `initiator`). */
 function createPeer(c, remoteSession, remoteUser, initiator) {
-  const pc = new RTCPeerConnection({
-    iceServers: c.iceServers,
-    iceTransportPolicy: relayOnly() ? "relay" : "all",
-    bundlePolicy: "max-bundle",
-  });
-  const peer = {
+  const peer = new Peer({
     sessionId: remoteSession,
     userId: remoteUser,
-    pc,
     polite: String(sessionId) < String(remoteSession),
-    ready: initiator, // may make offers (the waiting side only after the first one came in)
-    makingOffer: false,
-    ignoreOffer: false,
-    tracksAdded: false,
-    pendingCandidates: [],
-    queue: Promise.resolve(),
-    localCandidates: 0,
-    stream: null,
-    audio: true,
-    video: true,
-    state: "connecting", // "connected" | "reconnecting" | "failed"
-    closed: false,
-    timer: 0,
-  };
+    initiator,
+    local: c.local,
+    config: {
+      iceServers: c.iceServers,
+      iceTransportPolicy: relayOnly() ? "relay" : "all",
+      bundlePolicy: "max-bundle",
+    },
+    send: (signal) => {
+      if (current === c) socket?.send({ type: "call_signal", call_id: c.id, to_session_id: remoteSession, signal });
+    },
+    onChange: () => {
+      if (peer.state === "connected" && !c.connectedAt) c.connectedAt = Date.now();
+      changed();
+    },
+  });
   c.peers.set(remoteSession, peer);
-  debug.peers.set(remoteSession, pc);
-  for (const signal of early.get(remoteSession) || []) enqueue(peer, signal);
+  debug.peers.set(remoteSession, peer.pc);
+  for (const signal of early.get(remoteSession) || []) peer.receive(signal);
   early.delete(remoteSession);
-
-  pc.onnegotiationneeded = () => negotiate(c, peer);
-  pc.onicecandidate = ({ candidate }) => {
-    if (candidate && !candidate.candidate) return;
-    if (candidate) peer.localCandidates += 1;
-    const signal = candidate
-      ? {
-          kind: "ice",
-          candidate: candidate.candidate,
-          sdp_mid: candidate.sdpMid ?? undefined,
-          sdp_m_line_index: candidate.sdpMLineIndex ?? undefined,
-        }
-      : { kind: "ice", candidate: "" }; // end of candidates
-    sendSignal(c, peer, signal);
-  };
-  pc.onicegatheringstatechange = () => {
-    // Nothing gathered at all (say relay-only and the TURN server refused us): no pair can
-    // ever form, and the browser would wait in "new" forever.
-    if (pc.iceGatheringState === "complete" && peer.localCandidates === 0) setPeerState(peer, "failed");
-  };
-  pc.onconnectionstatechange = () => {
-    const state = pc.connectionState;
-    if (state === "connected") setPeerState(peer, "connected");
-    else if (state === "failed") setPeerState(peer, "failed");
-    else if (state === "disconnected" && peer.state === "connected") setPeerState(peer, "reconnecting");
-  };
-  pc.ontrack = ({ track, streams }) => {
-    if (streams[0]) peer.stream = streams[0];
-    else (peer.stream ||= new MediaStream()).addTrack(track);
-    changed();
-  };
-  peer.timer = setTimeout(() => {
-    if (peer.state === "connecting") setPeerState(peer, "failed");
-  }, CONNECT_TIMEOUT_MS);
-  if (initiator) addTracks(c, peer);
   changed();
   return peer;
-}
-
-function addTracks(c, peer) {
-  peer.tracksAdded = true;
-  for (const track of c.local.getTracks()) peer.pc.addTrack(track, c.local);
-}
-
-function setPeerState(peer, state) {
-  if (peer.closed || peer.state === state) return;
-  peer.state = state;
-  if (state === "connected") {
-    clearTimeout(peer.timer);
-    if (current && !current.connectedAt) current.connectedAt = Date.now();
-  }
-  changed();
-}
-
-function closePeer(peer) {
-  peer.closed = true;
-  clearTimeout(peer.timer);
-  peer.pc.onnegotiationneeded = peer.pc.onicecandidate = peer.pc.ontrack = null;
-  peer.pc.onconnectionstatechange = peer.pc.onicegatheringstatechange = null;
-  peer.pc.close();
-}
-
-async function negotiate(c, peer) {
-  if (!peer.ready || peer.closed) return;
-  try {
-    peer.makingOffer = true;
-    await peer.pc.setLocalDescription();
-    sendSignal(c, peer, { kind: "offer", sdp: peer.pc.localDescription.sdp });
-  } catch (err) {
-    if (!peer.closed) console.warn("call: could not make an offer", err);
-  } finally {
-    peer.makingOffer = false;
-  }
-}
-
-async function handleSignal(peer, signal) {
-  const c = current;
-  const pc = peer.pc;
-  if (peer.closed || !c) return;
-  if (signal.kind === "ice") {
-    const candidate = {
-      candidate: signal.candidate,
-      sdpMid: signal.sdp_mid ?? null,
-      sdpMLineIndex: signal.sdp_m_line_index ?? null,
-    };
-    if (!pc.remoteDescription) {
-      peer.pendingCandidates.push(candidate);
-      return;
-    }
-    await addCandidate(peer, candidate);
-    return;
-  }
-  if (signal.kind !== "offer" && signal.kind !== "answer") return;
-  const offer = signal.kind === "offer";
-  const collision = offer && (peer.makingOffer || pc.signalingState !== "stable");
-  peer.ignoreOffer = !peer.polite && collision;
-  if (peer.ignoreOffer) return;
-  if (!offer && pc.signalingState !== "have-local-offer") return; // a stale answer
-  // On a collision the polite side's own offer is rolled back implicitly.
-  await pc.setRemoteDescription({ type: signal.kind, sdp: signal.sdp });
-  for (const candidate of peer.pendingCandidates.splice(0)) await addCandidate(peer, candidate);
-  if (!offer) return;
-  if (!peer.tracksAdded) addTracks(c, peer);
-  peer.ready = true;
-  await pc.setLocalDescription();
-  sendSignal(c, peer, { kind: "answer", sdp: pc.localDescription.sdp });
-}
-
-async function addCandidate(peer, candidate) {
-  try {
-    await peer.pc.addIceCandidate(candidate);
-  } catch (err) {
-    // Candidates of an offer we ignored (collision) are expected to fail.
-    if (!peer.ignoreOffer && !peer.closed) console.warn("call: ICE candidate refused", err);
-  }
-}
-
-function sendSignal(c, peer, signal) {
-  if (peer.closed || current !== c) return;
-  socket?.send({ type: "call_signal", call_id: c.id, to_session_id: peer.sessionId, signal });
 }

@@ -3,8 +3,9 @@
 //
 // Modules: api.js (REST + tokens), socket.js (WebSocket with reconnect/resume), chat.js
 // (applies events to the store: dedupe, gaps, outbox), calls.js (video calls: ringing,
-// WebRTC mesh, signaling), store.js (state + events), router.js (URLs), views/*.js (one
-// per screen or dialog), dom.js (safe DOM helpers).
+// the WebRTC mesh, signaling) with peer.js (one connection of the mesh), store.js (state +
+// events), router.js (URLs), views/*.js (one per screen or dialog), dom.js (safe DOM
+// helpers).
 // Plain ES modules served as they are: no build step, no dependencies.
 
 import { api } from "./api.js";
