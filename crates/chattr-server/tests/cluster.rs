@@ -379,6 +379,18 @@ async fn leading_relay(cluster: &Cluster) -> usize {
     }
 }
 
+/// Alice signed up on gateway 0, Bob on gateway 1.
+async fn users_on_both_gateways(cluster: &Cluster) -> (Client, Client) {
+    let mut users = Vec::new();
+    for (gateway, name) in cluster.gateways.iter().zip(["alice", "bob"]) {
+        let client = Client::new(&format!("http://{}", gateway.http)).unwrap();
+        client.signup(&format!("{}{name}", cluster::tenant_name()), PASSWORD).await.unwrap();
+        users.push(client);
+    }
+    let bob = users.pop().unwrap();
+    (users.pop().unwrap(), bob)
+}
+
 /// Runs a blocking test-kit call (process control) without stalling the runtime's workers.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
@@ -392,12 +404,7 @@ async fn a_crashed_gateways_users_go_offline_within_the_presence_ttl() {
     settings.messaging.presence_ttl_secs = 3;
     settings.gateway.heartbeat_secs = 1;
     let mut cluster = Cluster::start_shape(&settings, dir.path(), Shape { gateways: 2, ..Shape::default() });
-    let (first, second) =
-        (format!("http://{}", cluster.gateways[0].http), format!("http://{}", cluster.gateways[1].http));
-    let alice = Client::new(&first).unwrap();
-    alice.signup(&format!("{}alice", cluster::tenant_name()), PASSWORD).await.unwrap();
-    let bob = Client::new(&second).unwrap();
-    bob.signup(&format!("{}bob", cluster::tenant_name()), PASSWORD).await.unwrap();
+    let (alice, bob) = users_on_both_gateways(&cluster).await;
     let alice_id = alice.me().unwrap().id;
     bob.direct(alice_id).await.unwrap();
     let (_socket, _) = alice.connect(BTreeMap::new()).await.unwrap();
@@ -448,12 +455,7 @@ async fn a_call_spans_two_gateways_and_survives_a_video_instance_crash() {
     cluster::use_shared_backends(&mut settings).await;
     let shape = Shape { gateways: 2, video: 2, ..Shape::default() };
     let mut cluster = Cluster::start_shape(&settings, dir.path(), shape);
-    let (first, second) =
-        (format!("http://{}", cluster.gateways[0].http), format!("http://{}", cluster.gateways[1].http));
-    let alice = Client::new(&first).unwrap();
-    alice.signup(&format!("{}alice", cluster::tenant_name()), PASSWORD).await.unwrap();
-    let bob = Client::new(&second).unwrap();
-    bob.signup(&format!("{}bob", cluster::tenant_name()), PASSWORD).await.unwrap();
+    let (alice, bob) = users_on_both_gateways(&cluster).await;
     let conv = alice.direct(bob.me().unwrap().id).await.unwrap();
     let session = |ready: ServerFrame| match ready {
         ServerFrame::Ready { session_id, .. } => session_id,

@@ -162,6 +162,11 @@ fn refused(e: CallError, max: usize) -> VideoError {
     }
 }
 
+/// The call id an index key (`callconv:…`, `calluser:…`) holds.
+fn call_id_of(raw: &[u8]) -> Option<CallId> {
+    std::str::from_utf8(raw).ok()?.parse().ok()
+}
+
 fn call_key(id: CallId) -> String {
     format!("call:{id}")
 }
@@ -368,9 +373,7 @@ impl Video {
     /// The live call `key` names, if any: (id, record).
     async fn named_call(&self, key: &str) -> Result<Option<(CallId, Record)>, VideoError> {
         let Some(raw) = self.cache.get(key).await.map_err(cache_down)? else { return Ok(None) };
-        let Some(id) = std::str::from_utf8(&raw).ok().and_then(|s| s.parse::<CallId>().ok()) else {
-            return Ok(None);
-        };
+        let Some(id) = call_id_of(&raw) else { return Ok(None) };
         match self.load(id).await? {
             Some((_, record)) if record.ended.is_none() => Ok(Some((id, record))),
             _ => {
@@ -387,6 +390,23 @@ impl Video {
             Some((id, record)) => Some(id) != except && record.call.device_of(user).is_some(),
             None => false,
         })
+    }
+
+    /// Those of `users` who are in a live call now (one round trip for the common case of
+    /// nobody, however large the group).
+    async fn in_calls(&self, users: &[UserId]) -> Result<Vec<UserId>, VideoError> {
+        let keys: Vec<String> = users.iter().map(|u| user_key(*u)).collect();
+        let named = self.cache.get_many(&keys).await.map_err(cache_down)?;
+        let mut busy = Vec::new();
+        for (user, raw) in users.iter().zip(named) {
+            let Some(id) = raw.as_deref().and_then(call_id_of) else { continue };
+            if let Some((_, record)) = self.load(id).await? {
+                if record.ended.is_none() && record.call.device_of(*user).is_some() {
+                    busy.push(*user);
+                }
+            }
+        }
+        Ok(busy)
     }
 
     async fn tell_members(&self, record: &Record) -> Result<(), VideoError> {
@@ -579,9 +599,7 @@ impl VideoService for Video {
         let named = self.cache.get_many(&keys).await.map_err(cache_down)?;
         let mut calls = Vec::new();
         for raw in named.into_iter().flatten() {
-            let Some(id) = std::str::from_utf8(&raw).ok().and_then(|s| s.parse::<CallId>().ok()) else {
-                continue;
-            };
+            let Some(id) = call_id_of(&raw) else { continue };
             if let Some((_, record)) = self.load(id).await? {
                 if record.ended.is_none() && record.call.members().any(|m| *m == who.user_id) {
                     calls.push(record.view());
@@ -618,11 +636,10 @@ impl VideoService for Video {
             let (mut call, mut effects) =
                 Call::start(conversation_id, group, who.user_id, who.session_id, &members, now, self.rules());
             // Invitees in another call are busy: for this call, the same as declining.
-            for invitee in members.iter().filter(|m| **m != who.user_id) {
-                if self.busy(*invitee, None).await? {
-                    if let Ok(more) = call.decline(*invitee, now) {
-                        effects.extend(more);
-                    }
+            let invitees: Vec<UserId> = members.iter().copied().filter(|m| *m != who.user_id).collect();
+            for invitee in self.in_calls(&invitees).await? {
+                if let Ok(more) = call.decline(invitee, now) {
+                    effects.extend(more);
                 }
             }
             let device = Device { alive_until_ms: now + self.settings.grace_ms(), audio: true, video: true };

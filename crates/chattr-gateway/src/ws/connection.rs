@@ -300,7 +300,12 @@ impl Conn {
         // too, or can rejoin after a reconnect. (Later changes arrive as live events: the
         // socket is subscribed already.)
         let conversations: Vec<ConversationId> = self.delivered.keys().copied().collect();
-        match self.state.video.calls_of(who, &conversations).await {
+        let calls = if conversations.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.state.video.calls_of(who, &conversations).await
+        };
+        match calls {
             Ok(calls) => {
                 for call in calls {
                     self.feed(&ServerFrame::Call { req_id: None, call }).await?;
