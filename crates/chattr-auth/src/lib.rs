@@ -1,6 +1,7 @@
 //! The auth service: signup, login, token refresh with rotation and reuse detection,
 //! sessions per device, login rate limits. Implements [`chattr_proto::auth::AuthService`].
 
+pub mod metrics;
 mod password;
 mod service;
 mod settings;

@@ -38,9 +38,15 @@ impl Hasher {
     /// Hashes a password on the blocking pool; returns the PHC string.
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.hash_blocking(&password))
-            .await
-            .map_err(|e| AuthError::Internal(format!("hash task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let out = this.hash_blocking(&password);
+            metrics::histogram!(crate::metrics::PASSWORD_HASH_SECONDS, "op" => "hash")
+                .record(started.elapsed().as_secs_f64());
+            out
+        })
+        .await
+        .map_err(|e| AuthError::Internal(format!("hash task: {e}")))?
     }
 
     /// Verifies a password against a PHC string (or the dummy hash when `None`) on the
@@ -48,11 +54,14 @@ impl Hasher {
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, AuthError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let known = phc.is_some();
             let phc = phc.unwrap_or_else(|| this.dummy_hash.clone());
             let parsed = PasswordHash::new(&phc)
                 .map_err(|e| AuthError::Internal(format!("stored hash unreadable: {e}")))?;
             let ok = this.argon().verify_password(password.as_bytes(), &parsed).is_ok();
+            metrics::histogram!(crate::metrics::PASSWORD_HASH_SECONDS, "op" => "verify")
+                .record(started.elapsed().as_secs_f64());
             Ok(known && ok)
         })
         .await

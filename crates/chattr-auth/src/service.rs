@@ -13,6 +13,7 @@ use chattr_store::{DynStore, RotateOutcome, SessionRecord, StoreError, UserRecor
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+use crate::metrics as m;
 use crate::password::Hasher;
 use crate::tokens::{new_refresh_token, parse_refresh_token, TokenKeys};
 use crate::AuthSettings;
@@ -58,12 +59,39 @@ impl Auth {
         Ok(Self { store, cache, keys, hasher, settings, outbox })
     }
 
+    /// Rotates a refresh token (the body of [`AuthService::refresh`]).
+    async fn rotate(&self, refresh_token: &str, _client: ClientInfo) -> Result<AuthResponse, AuthError> {
+        let (session_id, presented_hash) =
+            parse_refresh_token(refresh_token).ok_or(AuthError::InvalidRefreshToken)?;
+        let (new_token, new_hash) = new_refresh_token(session_id);
+        let now = now();
+        let outcome = self
+            .store
+            .rotate_refresh(session_id, &presented_hash, &new_hash, now + self.settings.refresh_ttl(), now)
+            .await
+            .map_err(internal)?;
+        match outcome {
+            RotateOutcome::Rotated(session) => {
+                let users = self.store.users_by_ids(&[session.user_id]).await.map_err(internal)?;
+                let user = users.into_iter().next().ok_or(AuthError::InvalidRefreshToken)?;
+                Ok(self.tokens(user, session_id, new_token))
+            }
+            RotateOutcome::Reused => {
+                self.outbox.notify_one();
+                warn!(session_id = %session_id, "refresh token reused, session revoked");
+                metrics::counter!(m::REFRESH_REUSE).increment(1);
+                Err(AuthError::InvalidRefreshToken)
+            }
+            RotateOutcome::Invalid => Err(AuthError::InvalidRefreshToken),
+        }
+    }
+
     async fn limit(&self, key: String, burst: u32, period: Duration) -> Result<(), AuthError> {
         let decision = self.cache.rate_limit(&key, RateLimit { burst, period }).await.map_err(cache_down)?;
         match decision {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after } => {
-                metrics::counter!("chattr_auth_rate_limited_total", "bucket" => bucket_of(&key)).increment(1);
+                metrics::counter!(m::RATE_LIMITED, "bucket" => bucket_of(&key)).increment(1);
                 Err(AuthError::RateLimited { retry_after })
             }
         }
@@ -138,7 +166,7 @@ impl AuthService for Auth {
             Err(e) => return Err(internal(e)),
         }
         self.outbox.notify_one();
-        metrics::counter!("chattr_auth_signups_total").increment(1);
+        metrics::counter!(m::SIGNUPS).increment(1);
         info!(user_id = %record.id, "user signed up");
         self.open_session(User { id: record.id, username: record.username }, &client).await
     }
@@ -162,37 +190,18 @@ impl AuthService for Auth {
         let password: String = creds.password.chars().take(1024).collect();
         let ok = self.hasher.verify(password, phc).await?;
         let Some(record) = record.filter(|_| ok) else {
-            metrics::counter!("chattr_auth_attempts_total", "result" => "failure").increment(1);
+            metrics::counter!(m::ATTEMPTS, "result" => "failure").increment(1);
             return Err(AuthError::InvalidCredentials);
         };
-        metrics::counter!("chattr_auth_attempts_total", "result" => "success").increment(1);
+        metrics::counter!(m::ATTEMPTS, "result" => "success").increment(1);
         self.open_session(User { id: record.id, username: record.username }, &client).await
     }
 
-    async fn refresh(&self, refresh_token: &str, _client: ClientInfo) -> Result<AuthResponse, AuthError> {
-        let (session_id, presented_hash) =
-            parse_refresh_token(refresh_token).ok_or(AuthError::InvalidRefreshToken)?;
-        let (new_token, new_hash) = new_refresh_token(session_id);
-        let now = now();
-        let outcome = self
-            .store
-            .rotate_refresh(session_id, &presented_hash, &new_hash, now + self.settings.refresh_ttl(), now)
-            .await
-            .map_err(internal)?;
-        match outcome {
-            RotateOutcome::Rotated(session) => {
-                let users = self.store.users_by_ids(&[session.user_id]).await.map_err(internal)?;
-                let user = users.into_iter().next().ok_or(AuthError::InvalidRefreshToken)?;
-                Ok(self.tokens(user, session_id, new_token))
-            }
-            RotateOutcome::Reused => {
-                self.outbox.notify_one();
-                warn!(session_id = %session_id, "refresh token reused, session revoked");
-                metrics::counter!("chattr_auth_refresh_reuse_total").increment(1);
-                Err(AuthError::InvalidRefreshToken)
-            }
-            RotateOutcome::Invalid => Err(AuthError::InvalidRefreshToken),
-        }
+    async fn refresh(&self, refresh_token: &str, client: ClientInfo) -> Result<AuthResponse, AuthError> {
+        let out = self.rotate(refresh_token, client).await;
+        let result = if out.is_ok() { "success" } else { "failure" };
+        metrics::counter!(m::REFRESHES, "result" => result).increment(1);
+        out
     }
 
     async fn logout(&self, who: Principal) -> Result<(), AuthError> {

@@ -168,6 +168,7 @@ impl Bus for InProcBus {
                     key: record.key,
                     headers: record.headers,
                     payload: record.payload,
+                    published_ms: Some(crate::now_ms()),
                 });
             }
             topic.changed.notify_waiters();
@@ -198,7 +199,8 @@ impl Bus for InProcBus {
             entry.rebalance(&state.partitions);
         }
         topic.changed.notify_waiters();
-        Ok(Box::new(InProcConsumer { topic, group: group.to_owned(), member, cursor: 0 }))
+        let lag = crate::metrics::consumer_lag(&topic.name, group);
+        Ok(Box::new(InProcConsumer { topic, group: group.to_owned(), member, cursor: 0, lag }))
     }
 
     async fn ping(&self) -> BusResult<()> {
@@ -213,6 +215,8 @@ pub struct InProcConsumer {
     member: u64,
     /// Partition to look at first, rotated so one busy partition cannot starve the others.
     cursor: usize,
+    /// Records behind the end of this member's partitions.
+    lag: metrics::Gauge,
 }
 
 impl InProcConsumer {
@@ -232,9 +236,19 @@ impl InProcConsumer {
             if let Some(record) = state.partitions[index].get(part.next) {
                 part.next += 1;
                 self.cursor = (index + 1) % count;
-                return Some(record.clone());
+                let record = record.clone();
+                let behind: u64 = group
+                    .parts
+                    .iter()
+                    .zip(&state.partitions)
+                    .filter(|(part, _)| part.owner == Some(self.member))
+                    .map(|(part, log)| log.end().saturating_sub(part.next))
+                    .sum();
+                self.lag.set(behind as f64);
+                return Some(record);
             }
         }
+        self.lag.set(0.0);
         None
     }
 }

@@ -4,9 +4,12 @@
 //! [`inproc::InProcBus`] is the reference and embedded impl; [`kafka::KafkaBus`] runs on
 //! any Kafka-protocol broker. Every impl must pass the suite in [`conformance`].
 
+pub mod canary;
 pub mod conformance;
 pub mod inproc;
+mod instrumented;
 pub mod kafka;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -54,6 +57,8 @@ pub struct BusRecord {
     pub headers: Vec<(String, String)>,
     /// Payload bytes.
     pub payload: Bytes,
+    /// When the record was published (Unix milliseconds), if the bus knows.
+    pub published_ms: Option<i64>,
 }
 
 impl BusRecord {
@@ -102,12 +107,22 @@ pub trait BusConsumer: Send {
 /// Opens the bus named by a URL: `inproc://`, or `kafka://host:port[,host:port…][?options]`
 /// (see [`kafka::settings::KafkaSettings::parse`]). Kafka connects lazily: a broker that is
 /// down shows in [`Bus::ping`] and in the calls, not here.
+///
+/// Every bus it opens is measured ([`metrics`]).
 pub fn open(url: &str) -> BusResult<DynBus> {
-    if url.starts_with("inproc://") {
-        Ok(Arc::new(inproc::InProcBus::default()))
+    let bus: DynBus = if url.starts_with("inproc://") {
+        Arc::new(inproc::InProcBus::default())
     } else if url.starts_with("kafka://") {
-        Ok(Arc::new(kafka::KafkaBus::open(url)?))
+        Arc::new(kafka::KafkaBus::open(url)?)
     } else {
-        Err(BusError::Backend(format!("unsupported bus url: {url}")))
-    }
+        return Err(BusError::Backend(format!("unsupported bus url: {url}")));
+    };
+    Ok(Arc::new(instrumented::Instrumented(bus)))
+}
+
+/// The wall clock in Unix milliseconds (publication times of records).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -329,15 +329,18 @@ pub async fn values_expire(cache: DynCache) {
 /// Due-sets answer members due by a time, earliest first; scheduling again moves a member.
 pub async fn due_sets_order_and_replace(cache: DynCache) {
     let set = unique("due");
+    assert_eq!(cache.scheduled(&set).await.unwrap(), 0);
     cache.schedule(&set, "late", 3_000).await.unwrap();
     cache.schedule(&set, "early", 1_000).await.unwrap();
     cache.schedule(&set, "middle", 2_000).await.unwrap();
     assert_eq!(cache.due(&set, 999, 10).await.unwrap(), Vec::<String>::new());
     assert_eq!(cache.due(&set, 2_000, 10).await.unwrap(), ["early", "middle"]);
+    assert_eq!(cache.scheduled(&set).await.unwrap(), 3, "due members stay until taken out");
     assert_eq!(cache.due(&set, 5_000, 2).await.unwrap(), ["early", "middle"], "limit");
     cache.schedule(&set, "early", 4_000).await.unwrap();
     assert_eq!(cache.due(&set, 3_500, 10).await.unwrap(), ["middle", "late"]);
     cache.unschedule(&set, "middle").await.unwrap();
     cache.unschedule(&set, "never-there").await.unwrap();
     assert_eq!(cache.due(&set, 10_000, 10).await.unwrap(), ["late", "early"]);
+    assert_eq!(cache.scheduled(&set).await.unwrap(), 2);
 }

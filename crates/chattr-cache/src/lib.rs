@@ -6,7 +6,9 @@
 //! shares the state between processes. Every impl must pass the suite in [`conformance`].
 
 pub mod conformance;
+mod instrumented;
 pub mod memory;
+pub mod metrics;
 pub mod redis;
 
 use std::sync::Arc;
@@ -122,6 +124,8 @@ pub trait Cache: Send + Sync + 'static {
     async fn due(&self, set: &str, now_ms: i64, limit: usize) -> CacheResult<Vec<String>>;
     /// Takes `member` out of the due-set `set`.
     async fn unschedule(&self, set: &str, member: &str) -> CacheResult<()>;
+    /// How many members `set` holds.
+    async fn scheduled(&self, set: &str) -> CacheResult<u64>;
 
     /// Checks the backend answers (for `/ready`).
     async fn ping(&self) -> CacheResult<()>;
@@ -129,12 +133,14 @@ pub trait Cache: Send + Sync + 'static {
 
 /// Opens the cache named by a URL: `memory://`, or `redis://` / `rediss://` (see
 /// [`redis::connect`]; async because it connects before returning).
+/// Every cache it opens is measured ([`metrics`]).
 pub async fn open(url: &str) -> CacheResult<DynCache> {
-    if url.starts_with("memory://") {
-        Ok(Arc::new(memory::MemoryCache::default()))
+    let cache: DynCache = if url.starts_with("memory://") {
+        Arc::new(memory::MemoryCache::default())
     } else if url.starts_with("redis://") || url.starts_with("rediss://") {
-        Ok(Arc::new(self::redis::connect(url).await?))
+        Arc::new(self::redis::connect(url).await?)
     } else {
-        Err(CacheError::Backend(format!("unsupported cache url: {url}")))
-    }
+        return Err(CacheError::Backend(format!("unsupported cache url: {url}")));
+    };
+    Ok(Arc::new(instrumented::Instrumented(cache)))
 }

@@ -359,6 +359,10 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn scheduled(&self, set: &str) -> CacheResult<u64> {
+        Ok(self.due_sets.lock().get(set).map_or(0, |due| due.at.len() as u64))
+    }
+
     async fn ping(&self) -> CacheResult<()> {
         Ok(())
     }

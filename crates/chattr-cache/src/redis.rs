@@ -556,6 +556,11 @@ impl Cache for RedisCache {
             .await
     }
 
+    async fn scheduled(&self, set: &str) -> CacheResult<u64> {
+        let mut con = self.con.clone();
+        bounded(::redis::cmd("ZCARD").arg(self.names.due_set(set)).query_async::<u64>(&mut con)).await
+    }
+
     async fn ping(&self) -> CacheResult<()> {
         let mut con = self.con.clone();
         bounded(::redis::cmd("PING").query_async::<()>(&mut con)).await

@@ -20,6 +20,11 @@ use tracing::{debug, warn};
 
 use chattr_api::v1::close_codes;
 
+use crate::metrics as m;
+
+/// How often the per-socket gauges (sessions, users, queue depth) are sampled.
+const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The hub handle (cheap to clone).
 #[derive(Clone)]
 pub struct Hub {
@@ -64,19 +69,42 @@ impl Slot {
     fn offer(&self, delivery: &Arc<Delivery>, capacity: usize) {
         if delivery.kind == DeliveryKind::Ephemeral && self.tx.capacity() < capacity / 2 {
             // Under pressure, ephemeral events are the first to go.
-            metrics::counter!("chattr_gateway_ephemeral_dropped_total").increment(1);
+            metrics::counter!(m::EPHEMERAL_DROPPED).increment(1);
             return;
         }
         match self.tx.try_send(delivery.clone()) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if delivery.kind != DeliveryKind::Ephemeral {
-                    metrics::counter!("chattr_gateway_slow_consumer_disconnects_total").increment(1);
+                    metrics::counter!(m::SLOW_CONSUMER_DISCONNECTS).increment(1);
                     self.kick(close_codes::SLOW_CONSUMER);
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
+    }
+}
+
+impl Inner {
+    /// Sets the gauges that need a look at every socket: sessions, users, queued
+    /// deliveries and the fullest queue.
+    fn sample(&self) {
+        let (users, sessions, queued, fullest) = {
+            let sockets = self.sockets.lock();
+            let mut sessions = std::collections::HashSet::new();
+            let (mut queued, mut fullest) = (0usize, 0usize);
+            for slot in sockets.values().flatten() {
+                sessions.insert(slot.session_id);
+                let waiting = self.queue_capacity.saturating_sub(slot.tx.capacity());
+                queued += waiting;
+                fullest = fullest.max(waiting);
+            }
+            (sockets.len(), sessions.len(), queued, fullest)
+        };
+        metrics::gauge!(m::USERS).set(users as f64);
+        metrics::gauge!(m::SESSIONS).set(sessions as f64);
+        metrics::gauge!(m::QUEUED_EVENTS).set(queued as f64);
+        metrics::gauge!(m::QUEUE_DEPTH_MAX).set(fullest as f64);
     }
 }
 
@@ -109,6 +137,15 @@ impl Hub {
             }
             debug!("hub dispatcher stopped");
         });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.sample();
+            }
+        });
         Ok(Self { inner })
     }
 
@@ -139,7 +176,7 @@ impl Hub {
                 return Err(e.to_string());
             }
         }
-        metrics::gauge!("chattr_gateway_connections").increment(1.0);
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
         Ok((slot, rx))
     }
 
@@ -151,7 +188,7 @@ impl Hub {
                 warn!(error = %e, "unsubscribe failed");
             }
         }
-        metrics::gauge!("chattr_gateway_connections").decrement(1.0);
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
     }
 
     /// Removes a slot; true if it was the user's last.

@@ -8,6 +8,7 @@
 mod error;
 mod extract;
 mod hub;
+pub mod metrics;
 mod openapi;
 mod routes;
 mod settings;

@@ -88,6 +88,9 @@ pub async fn run(bus: DynBus, messaging: Arc<Messaging>, shutdown: impl Future<O
             loop {
                 match messaging.record_call_summary(conversation_id, caller_id, call_id, text.clone()).await {
                     Ok((_, created)) => {
+                        if created {
+                            metrics::counter!(crate::metrics::CALL_SUMMARIES).increment(1);
+                        }
                         debug!(%call_id, created, "call summary written");
                         break;
                     }

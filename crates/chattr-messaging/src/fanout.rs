@@ -18,6 +18,7 @@ use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
 use chattr_store::DynStore;
 use tracing::{debug, warn};
 
+use crate::metrics as m;
 use crate::views::conversation_view;
 
 /// Consumer group of the fan-out role.
@@ -72,7 +73,7 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
         // Retry one record until it is delivered to pub/sub: skipping it would lose it.
         while let Err(e) = chattr_core::trace::scope(trace, fanout.handle(&record)).await {
             warn!(error = %e, "fan-out delivery failed, retrying");
-            metrics::counter!("chattr_fanout_errors_total").increment(1);
+            metrics::counter!(m::FANOUT_ERRORS).increment(1);
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(RETRY_DELAY) => {}
@@ -141,9 +142,9 @@ impl Fanout {
                 let conv = message.conversation_id;
                 let created_at = message.created_at;
                 self.publish_to_members(conv, kind, &ServerFrame::Message { message }).await?;
-                metrics::counter!("chattr_fanout_messages_total").increment(1);
+                metrics::counter!(m::FANOUT_MESSAGES).increment(1);
                 let lag = (chrono::Utc::now() - created_at).to_std().unwrap_or_default();
-                metrics::histogram!("chattr_fanout_commit_to_publish_seconds").record(lag.as_secs_f64());
+                metrics::histogram!(m::FANOUT_COMMIT_TO_PUBLISH).record(lag.as_secs_f64());
             }
             Event::MessageEdited { message } => {
                 let conv = message.conversation_id;
@@ -218,8 +219,7 @@ impl Fanout {
         if recipients.is_empty() {
             return Ok(());
         }
-        let json = serde_json::to_vec(frame).map_err(|e| e.to_string())?;
-        let payload: Bytes = Delivery::encode(kind, &json);
+        let payload: Bytes = Delivery::serialize(kind, frame).map_err(|e| e.to_string())?;
         let channels: Vec<String> = recipients.iter().map(|u| user_channel(*u)).collect();
         self.cache.publish_many(&channels, payload).await.map_err(|e| e.to_string())
     }
@@ -260,6 +260,7 @@ mod tests {
             key,
             headers: vec![("schema_version".to_owned(), version.to_owned())],
             payload: bytes::Bytes::from(event.to_json()),
+            published_ms: None,
         }
     }
 
@@ -319,6 +320,7 @@ mod tests {
             key: conversation.to_string(),
             headers: Vec::new(),
             payload: bytes::Bytes::new(),
+            published_ms: None,
         };
         fanout.members.insert(conversation, Arc::from(vec![chattr_core::new_id()]));
         for (partition, offset) in [(3, 10), (3, 11), (4, 0), (3, 12)] {

@@ -9,6 +9,7 @@
 
 pub mod calls;
 pub mod fanout;
+pub mod metrics;
 pub mod relay;
 mod service;
 mod settings;

@@ -13,9 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use chattr_bus::{DynBus, OutgoingRecord};
 use chattr_core::events::EVENT_SCHEMA_VERSION;
+use chattr_core::trace::TraceContext;
 use chattr_store::DynStore;
 use tokio::sync::Notify;
 use tracing::{debug, warn};
+
+use crate::metrics as m;
 
 /// Rows published per batch.
 const BATCH: u32 = 256;
@@ -23,6 +26,8 @@ const BATCH: u32 = 256;
 pub const LEASE: &str = "outbox-relay";
 /// Back-off after a failed publish or store call.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
+/// How often the leader reports the backlog.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the relay until `shutdown` resolves: waits for the lease, then publishes while it
 /// holds it. `poke` is notified by writers in this process; rows written elsewhere are
@@ -35,6 +40,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    m::relay_gauges();
     loop {
         let mut lease = tokio::select! {
             _ = &mut shutdown => return,
@@ -47,13 +53,16 @@ pub async fn run(
                 }
             },
         };
-        metrics::gauge!("chattr_outbox_relay_leader").set(1.0);
+        metrics::gauge!(m::OUTBOX_RELAY_LEADER).set(1.0);
         tokio::select! {
             _ = &mut shutdown => return,
             reason = lease.lost() => warn!(%reason, "relay lease lost; standing by"),
             _ = publish_while_leading(&store, &bus, &poke, poll) => {}
+            _ = report_backlog(&store) => {}
         }
-        metrics::gauge!("chattr_outbox_relay_leader").set(0.0);
+        metrics::gauge!(m::OUTBOX_RELAY_LEADER).set(0.0);
+        metrics::gauge!(m::OUTBOX_BACKLOG).set(0.0);
+        metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(0.0);
     }
 }
 
@@ -68,7 +77,7 @@ async fn publish_while_leading(store: &DynStore, bus: &DynBus, poke: &Notify, po
                 Ok(n) => debug!(rows = n, "outbox rows published"),
                 Err(e) => {
                     warn!(error = %e, "outbox relay failed, retrying");
-                    metrics::counter!("chattr_outbox_relay_errors_total").increment(1);
+                    metrics::counter!(m::OUTBOX_RELAY_ERRORS).increment(1);
                     tokio::time::sleep(RETRY_DELAY).await;
                 }
             }
@@ -76,6 +85,24 @@ async fn publish_while_leading(store: &DynStore, bus: &DynBus, poke: &Notify, po
         tokio::select! {
             _ = poke.notified() => {}
             _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// While leading, reports the backlog every few seconds (never returns): rows waiting and
+/// the age of the oldest, which grows when publishing is stuck.
+async fn report_backlog(store: &DynStore) {
+    let mut every = tokio::time::interval(BACKLOG_EVERY);
+    loop {
+        every.tick().await;
+        match store.outbox_backlog().await {
+            Ok(backlog) => {
+                let age_ms =
+                    backlog.oldest_ms.map_or(0, |oldest| chattr_core::now().timestamp_millis() - oldest);
+                metrics::gauge!(m::OUTBOX_BACKLOG).set(backlog.rows as f64);
+                metrics::gauge!(m::OUTBOX_OLDEST_AGE).set(age_ms.max(0) as f64 / 1000.0);
+            }
+            Err(e) => debug!(error = %e, "outbox backlog not read"),
         }
     }
 }
@@ -95,6 +122,9 @@ async fn drain_once(store: &DynStore, bus: &DynBus) -> Result<usize, String> {
                 ("schema_version".to_owned(), EVENT_SCHEMA_VERSION.to_string()),
             ];
             if let Some(traceparent) = &row.traceparent {
+                if let Some(trace) = TraceContext::parse(traceparent) {
+                    debug!(trace_id = %trace.trace_hex(), event = row.event.kind(), "relaying to the bus");
+                }
                 headers.push(("traceparent".to_owned(), traceparent.clone()));
             }
             OutgoingRecord {
@@ -108,7 +138,7 @@ async fn drain_once(store: &DynStore, bus: &DynBus) -> Result<usize, String> {
     bus.publish(records).await.map_err(|e| e.to_string())?;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     store.outbox_mark_published(&ids).await.map_err(|e| e.to_string())?;
-    metrics::counter!("chattr_outbox_published_total").increment(ids.len() as u64);
+    metrics::counter!(m::OUTBOX_PUBLISHED).increment(ids.len() as u64);
     Ok(ids.len())
 }
 

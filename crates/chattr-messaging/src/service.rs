@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chattr_api::v1::{
     codes, Conversation, ConversationKind, CreateConversation, Message, Presence, ReadPosition, SendMessage,
     ServerFrame, User,
@@ -18,8 +17,9 @@ use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
 use chattr_proto::messaging::{HistoryQuery, MessagingError, MessagingService};
 use chattr_store::{DynStore, MessageChange, NewConversation, NewMessage, StoreError};
 use tokio::sync::Notify;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::metrics as m;
 use crate::views::conversation_view;
 use crate::MessagingSettings;
 
@@ -80,12 +80,15 @@ impl Messaging {
             Err(StoreError::NotMember) => return Err(MessagingError::NotFound),
             Err(e) => return Err(internal(e)),
         };
-        metrics::histogram!("chattr_messaging_send_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::SEND_COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         if created {
             self.outbox.notify_one();
-            metrics::counter!("chattr_messaging_messages_accepted_total").increment(1);
+            metrics::counter!(m::MESSAGES_ACCEPTED).increment(1);
+            if let Some(trace) = chattr_core::trace::current() {
+                debug!(trace_id = %trace.trace_hex(), conversation_id = %message.conversation_id, seq = message.seq, "message committed");
+            }
         } else {
-            metrics::counter!("chattr_messaging_messages_deduplicated_total").increment(1);
+            metrics::counter!(m::MESSAGES_DEDUPLICATED).increment(1);
         }
         Ok((message, created))
     }
@@ -142,8 +145,7 @@ impl Messaging {
         if recipients.is_empty() {
             return;
         }
-        let Ok(json) = serde_json::to_vec(frame) else { return };
-        let payload: Bytes = Delivery::encode(DeliveryKind::Ephemeral, &json);
+        let Ok(payload) = Delivery::serialize(DeliveryKind::Ephemeral, frame) else { return };
         let channels: Vec<String> = recipients.iter().map(|u| user_channel(*u)).collect();
         if let Err(e) = self.cache.publish_many(&channels, payload).await {
             warn!(error = %e, "ephemeral publish failed");
@@ -192,7 +194,7 @@ impl MessagingService for Messaging {
         let (record, created) = self.store.create_conversation(&new).await.map_err(internal)?;
         if created {
             self.outbox.notify_one();
-            metrics::counter!("chattr_messaging_conversations_created_total").increment(1);
+            metrics::counter!(m::CONVERSATIONS_CREATED).increment(1);
         }
         let conv = self.conversation(user, record.id).await?;
         Ok((conv, created))

@@ -5,6 +5,7 @@
 //! protox at build time: no system `protoc` is needed.
 
 pub mod convert;
+pub mod metrics;
 pub mod remote;
 pub mod server;
 pub mod status;

@@ -128,8 +128,27 @@ impl Balancer {
         Ok(Self { service, instances, next: AtomicUsize::new(0), base: Instant::now(), stamp })
     }
 
-    /// Runs `call` on an instance, failing over as the module docs say.
+    /// Runs `call` on an instance, failing over as the module docs say, and records its
+    /// time and outcome.
     pub async fn call<T, F, Fut>(&self, method: &'static str, retry: Retry, call: F) -> Result<T, Status>
+    where
+        F: Fn(Channel, Stamp) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let started = std::time::Instant::now();
+        let out = self.call_with_failover(method, retry, call).await;
+        let code = out.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        let label = format!("{}.{method}", self.service);
+        crate::metrics::observe(crate::metrics::CLIENT_SECONDS, label, code, started);
+        out
+    }
+
+    async fn call_with_failover<T, F, Fut>(
+        &self,
+        method: &'static str,
+        retry: Retry,
+        call: F,
+    ) -> Result<T, Status>
     where
         F: Fn(Channel, Stamp) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,

@@ -108,9 +108,9 @@ impl<S> tower::Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 struct Traced<S>(S);
 
-impl<S, B> tower::Service<http::Request<B>> for Traced<S>
+impl<S, B, R> tower::Service<http::Request<B>> for Traced<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -128,7 +128,26 @@ where
             .and_then(|v| v.to_str().ok())
             .and_then(TraceContext::parse)
             .map_or_else(TraceContext::new_root, |c| c.child());
-        Box::pin(trace::scope(context, self.0.call(request)))
+        let method = crate::metrics::method_label(request.uri().path());
+        tracing::debug!(trace_id = %context.trace_hex(), %method, "gRPC call");
+        let started = std::time::Instant::now();
+        let call = trace::scope(context, self.0.call(request));
+        Box::pin(async move {
+            let out = call.await;
+            // A failed call answers with its status in the headers ("trailers only");
+            // a successful one sends it in the trailers, after the body.
+            let code = match &out {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unknown,
+            };
+            crate::metrics::observe(crate::metrics::SERVER_SECONDS, method, code, started);
+            out
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! asked for. [`Server::start`] takes an already-bound listener, so tests bind port 0.
 
 pub mod cli;
+mod health;
 mod secrets;
 pub mod settings;
 pub mod telemetry;
@@ -75,26 +76,6 @@ impl Backends {
     fn cache(&self) -> anyhow::Result<DynCache> {
         self.cache.clone().context("no cache opened for this role (a wiring bug)")
     }
-
-    /// `/ready`: every backend this process opened answers.
-    fn ready_check(&self) -> chattr_gateway::ReadyCheck {
-        let backends = self.clone();
-        Arc::new(move || {
-            let b = backends.clone();
-            Box::pin(async move {
-                if let Some(store) = &b.store {
-                    store.ping().await.map_err(|e| format!("store: {e}"))?;
-                }
-                if let Some(bus) = &b.bus {
-                    bus.ping().await.map_err(|e| format!("bus: {e}"))?;
-                }
-                if let Some(cache) = &b.cache {
-                    cache.ping().await.map_err(|e| format!("cache: {e}"))?;
-                }
-                Ok(())
-            })
-        })
-    }
 }
 
 impl Server {
@@ -129,6 +110,12 @@ impl Server {
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let metrics = telemetry::metrics_handle();
         let backends = Backends::open(&settings).await?;
+        telemetry::describe(telemetry::Uses {
+            roles: &settings.services,
+            store: backends.store.is_some(),
+            cache: backends.cache.is_some(),
+            bus: backends.bus.is_some(),
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let outbox = Arc::new(Notify::new());
         let mut tasks = JoinSet::new();
@@ -224,7 +211,16 @@ impl Server {
         }
 
         let addr = listener.local_addr()?;
-        let ops = Ops { render_metrics: Arc::new(move || metrics.render()), ready: backends.ready_check() };
+        let health = health::Health::start(
+            health::Probed {
+                store: backends.store.clone(),
+                cache: backends.cache.clone(),
+                bus: backends.bus.clone(),
+            },
+            shutdown_rx.clone(),
+        );
+        let ops =
+            Ops { render_metrics: Arc::new(move || metrics.render()), ready: health::ready_check(health) };
         if has(Role::Gateway) {
             let auth = match local_auth {
                 Some(local) => local,
@@ -266,7 +262,7 @@ impl Server {
                 }
             });
         }
-        metrics::gauge!("chattr_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        telemetry::build_info(&settings.services);
         info!(%addr, grpc = ?grpc_addr, services = ?settings.services, store = %redact(&settings.store_url()), bus = %redact(&settings.bus), cache = %redact(&settings.cache), "chattr started");
         Ok(Self { addr, grpc_addr, shutdown, tasks })
     }

@@ -85,7 +85,7 @@ async fn the_cluster_loses_nothing_through_crashes_and_restarts() {
     // Generous limits: the workload is fast, and the point is faults, not floods.
     settings.gateway.frames_per_second = 1000;
     settings.gateway.frame_burst = 1000;
-    let shape = Shape { messaging: 2, relays: 2, fanouts: 2, video: 2, gateways: 2 };
+    let shape = Shape { messaging: 2, relays: 2, fanouts: 2, video: 2, gateways: 2, ..Shape::default() };
     let mut cluster = Cluster::start_shape(&settings, dir.path(), shape);
     let gateways: Vec<String> = cluster.gateways.iter().map(|g| format!("http://{}", g.http)).collect();
 

@@ -8,7 +8,9 @@
 
 mod codec;
 pub mod conformance;
+mod instrumented;
 pub mod memory;
+pub mod metrics;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -169,6 +171,8 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_pending(&self, limit: u32) -> StoreResult<Vec<OutboxRow>>;
     /// Marks outbox rows as published.
     async fn outbox_mark_published(&self, ids: &[i64]) -> StoreResult<()>;
+    /// How far publishing is behind: the unpublished rows and when the oldest was written.
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog>;
 
     /// Checks the backend answers (for `/ready`).
     async fn ping(&self) -> StoreResult<()>;
@@ -208,16 +212,18 @@ impl Lease for ProcessLease {
 
 /// Opens the store named by a URL: `memory://`, `sqlite://PATH` (created if missing), or
 /// `postgres://…` / `postgresql://…` (the database must exist). Durable stores are migrated.
+/// Every store it opens is measured ([`metrics`]).
 pub async fn open(url: &str) -> StoreResult<DynStore> {
-    if url.starts_with("memory://") {
-        Ok(Arc::new(memory::MemoryStore::default()))
+    let store: DynStore = if url.starts_with("memory://") {
+        Arc::new(memory::MemoryStore::default())
     } else if let Some(path) = url.strip_prefix("sqlite://") {
-        Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+        Arc::new(sqlite::SqliteStore::open(path).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::connect(url).await?))
+        Arc::new(postgres::connect(url).await?)
     } else {
-        Err(StoreError::Backend(format!("unsupported store url: {url}")))
-    }
+        return Err(StoreError::Backend(format!("unsupported store url: {url}")));
+    };
+    Ok(Arc::new(instrumented::Instrumented(store)))
 }
 
 /// Builds the outbox event for a stored message change (shared by impls).

@@ -16,7 +16,8 @@ use parking_lot::Mutex;
 
 use crate::{
     change_event, ConversationRecord, ConversationSummary, Membership, MessageChange, NewConversation,
-    NewMessage, OutboxRow, RotateOutcome, SessionRecord, Store, StoreError, StoreResult, UserRecord,
+    NewMessage, OutboxBacklog, OutboxRow, RotateOutcome, SessionRecord, Store, StoreError, StoreResult,
+    UserRecord,
 };
 
 /// The in-memory store. Cheap to create; all data is lost when it is dropped.
@@ -38,7 +39,7 @@ struct State {
     /// Sorted member pair of each direct conversation, for dedupe.
     directs: HashMap<(UserId, UserId), ConversationId>,
     /// Unpublished outbox rows by id; published rows are dropped since nothing reads them.
-    outbox: BTreeMap<i64, (Event, Option<String>)>,
+    outbox: BTreeMap<i64, Pending>,
     /// Last outbox id handed out, so ids stay monotonic even after rows are published.
     last_outbox_id: i64,
 }
@@ -57,6 +58,13 @@ struct Conversation {
 }
 
 /// One member's state.
+/// An unpublished outbox row.
+struct Pending {
+    event: Event,
+    traceparent: Option<String>,
+    created_ms: i64,
+}
+
 struct Member {
     user_id: UserId,
     read_seq: u64,
@@ -67,7 +75,12 @@ impl State {
     /// Appends an event to the outbox with the next id.
     fn push(&mut self, event: Event) {
         self.last_outbox_id += 1;
-        self.outbox.insert(self.last_outbox_id, (event, chattr_core::trace::outgoing()));
+        let pending = Pending {
+            event,
+            traceparent: chattr_core::trace::outgoing(),
+            created_ms: crate::codec::ms(chattr_core::now()),
+        };
+        self.outbox.insert(self.last_outbox_id, pending);
     }
 
     /// Mirrors the foreign keys of the SQL schemas: references to users must resolve.
@@ -548,10 +561,10 @@ impl Store for MemoryStore {
             .outbox
             .iter()
             .take(limit as usize)
-            .map(|(id, (event, traceparent))| OutboxRow {
+            .map(|(id, row)| OutboxRow {
                 id: *id,
-                event: event.clone(),
-                traceparent: traceparent.clone(),
+                event: row.event.clone(),
+                traceparent: row.traceparent.clone(),
             })
             .collect())
     }
@@ -562,6 +575,12 @@ impl Store for MemoryStore {
             state.outbox.remove(id);
         }
         Ok(())
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
+        let state = self.state.lock();
+        let oldest_ms = state.outbox.values().next().map(|row| row.created_ms);
+        Ok(OutboxBacklog { rows: state.outbox.len() as u64, oldest_ms })
     }
 
     async fn ping(&self) -> StoreResult<()> {

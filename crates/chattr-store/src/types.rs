@@ -139,6 +139,15 @@ pub enum MessageChange {
     },
 }
 
+/// The unpublished part of the outbox (for metrics and alerts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxBacklog {
+    /// Rows waiting to be published.
+    pub rows: u64,
+    /// When the oldest of them was written (Unix milliseconds); `None` when there are none.
+    pub oldest_ms: Option<i64>,
+}
+
 /// An outbox row waiting to be published.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {

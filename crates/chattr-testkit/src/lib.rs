@@ -11,4 +11,5 @@ pub mod coturn;
 pub mod kafka;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
 pub mod redis;

@@ -8,6 +8,7 @@
 //!   implements with `use-auth-secret`.
 
 pub mod call;
+pub mod metrics;
 pub mod service;
 pub mod turn;
 

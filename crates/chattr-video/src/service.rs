@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::call::{Call, CallError, CallRules, Effect, Outcome};
+use crate::metrics as m;
 use crate::{TurnCredentials, VideoSettings};
 
 /// The due-set of call deadlines.
@@ -44,6 +45,8 @@ const DUE_SET: &str = "calls";
 const CAS_ATTEMPTS: usize = 32;
 /// How often each instance looks for due deadlines.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
+/// How often the sweeper counts the live calls for the metrics.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// Milliseconds since the Unix epoch, read from tokio's clock so paused-time tests move
 /// it (wall time at construction plus monotonic time since).
@@ -251,7 +254,7 @@ impl Video {
                 self.carry_out(&record, &effects, now, announce).await?;
                 return Ok(record);
             }
-            metrics::counter!("chattr_video_transition_conflicts_total").increment(1);
+            metrics::counter!(m::TRANSITION_CONFLICTS).increment(1);
         }
         Err(VideoError::Unavailable("the call is changing too fast, retry".to_owned()))
     }
@@ -326,8 +329,7 @@ impl Video {
             .publish(vec![outgoing(&event)])
             .await
             .map_err(|e| VideoError::Unavailable(format!("publishing call.ended: {e}")))?;
-        metrics::counter!("chattr_video_calls_ended_total", "outcome" => outcome_label(ended.outcome))
-            .increment(1);
+        metrics::counter!(m::CALLS_ENDED, "outcome" => outcome_label(ended.outcome)).increment(1);
         for user in record.call.members() {
             self.forget(&user_key(*user), record.id).await?;
         }
@@ -411,8 +413,8 @@ impl Video {
 
     async fn tell_members(&self, record: &Record) -> Result<(), VideoError> {
         let frame = ServerFrame::Call { req_id: None, call: record.view() };
-        let json = serde_json::to_vec(&frame).map_err(|e| VideoError::Internal(e.to_string()))?;
-        let payload = Delivery::encode(DeliveryKind::Event, &json);
+        let payload = Delivery::serialize(DeliveryKind::Event, &frame)
+            .map_err(|e| VideoError::Internal(e.to_string()))?;
         let channels: Vec<String> = record.call.members().map(|m| user_channel(*m)).collect();
         self.cache.publish_many(&channels, payload).await.map_err(cache_down)
     }
@@ -446,7 +448,7 @@ impl Video {
                 for user in silent {
                     record.devices.remove(&user);
                     if let Ok(left) = record.call.leave(user, now) {
-                        metrics::counter!("chattr_video_participants_dropped_total").increment(1);
+                        metrics::counter!(m::PARTICIPANTS_DROPPED).increment(1);
                         effects.extend(left);
                     }
                 }
@@ -471,10 +473,18 @@ impl Video {
         tokio::pin!(stop);
         let mut every = tokio::time::interval(SWEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sampled: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = &mut stop => return,
                 _ = every.tick() => {}
+            }
+            // Every live call has its next deadline in the due-set.
+            if sampled.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY) {
+                sampled = Some(tokio::time::Instant::now());
+                if let Ok(live) = self.cache.scheduled(DUE_SET).await {
+                    metrics::gauge!(m::CALLS_ACTIVE).set(live as f64);
+                }
             }
             let now = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
             let due = match self.cache.due(DUE_SET, now, 64).await {
@@ -628,7 +638,7 @@ impl VideoService for Video {
             if let RateDecision::Limited { retry_after } =
                 self.cache.rate_limit(&key, self.settings.start_limit()).await.map_err(cache_down)?
             {
-                metrics::counter!("chattr_video_rate_limited_total").increment(1);
+                metrics::counter!(m::RATE_LIMITED, "bucket" => "call_start").increment(1);
                 return Err(VideoError::RateLimited { retry_after });
             }
             let id = uuid::Uuid::now_v7();
@@ -673,7 +683,7 @@ impl VideoService for Video {
                 .compare_and_swap(&call_key(id), None, Some(&raw), self.record_ttl())
                 .await
                 .map_err(cache_down)?;
-            metrics::counter!("chattr_video_calls_started_total").increment(1);
+            metrics::counter!(m::CALLS_STARTED).increment(1);
             self.publish_events(vec![Event::CallStarted {
                 call_id: id,
                 conversation_id,
@@ -765,10 +775,10 @@ impl VideoService for Video {
             from_session_id: who.session_id,
             signal,
         };
-        let json = serde_json::to_vec(&frame).map_err(|e| VideoError::Internal(e.to_string()))?;
-        let payload = Delivery::encode(DeliveryKind::ToSession { session_id: to }, &json);
+        let payload = Delivery::serialize(DeliveryKind::ToSession { session_id: to }, &frame)
+            .map_err(|e| VideoError::Internal(e.to_string()))?;
         self.cache.publish(&user_channel(*to_user), payload).await.map_err(cache_down)?;
-        metrics::counter!("chattr_video_signals_relayed_total").increment(1);
+        metrics::counter!(m::SIGNALS_RELAYED).increment(1);
         Ok(())
     }
 

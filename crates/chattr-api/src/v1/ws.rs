@@ -155,6 +155,44 @@ pub enum ClientFrame {
     },
 }
 
+impl ClientFrame {
+    /// Every `type` value, in declaration order.
+    pub const TYPES: &'static [&'static str] = &[
+        "auth",
+        "send",
+        "edit",
+        "delete",
+        "read",
+        "typing",
+        "call_start",
+        "call_answer",
+        "call_decline",
+        "call_leave",
+        "call_media",
+        "call_signal",
+        "ping",
+    ];
+
+    /// The frame's `type` (for logs and metrics).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Auth { .. } => "auth",
+            Self::Send { .. } => "send",
+            Self::Edit { .. } => "edit",
+            Self::Delete { .. } => "delete",
+            Self::Read { .. } => "read",
+            Self::Typing { .. } => "typing",
+            Self::CallStart { .. } => "call_start",
+            Self::CallAnswer { .. } => "call_answer",
+            Self::CallDecline { .. } => "call_decline",
+            Self::CallLeave { .. } => "call_leave",
+            Self::CallMedia { .. } => "call_media",
+            Self::CallSignal { .. } => "call_signal",
+            Self::Ping { .. } => "ping",
+        }
+    }
+}
+
 /// Latest seq of one conversation, in `ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConversationCursor {
@@ -298,4 +336,54 @@ pub enum ServerFrame {
         /// The revoked session.
         session_id: Uuid,
     },
+}
+
+impl ServerFrame {
+    /// Every `type` value, in declaration order.
+    pub const TYPES: &'static [&'static str] = &[
+        "ready",
+        "synced",
+        "ack",
+        "ok",
+        "error",
+        "message",
+        "message_edited",
+        "message_deleted",
+        "read",
+        "typing",
+        "presence",
+        "conversation",
+        "conversation_removed",
+        "resync",
+        "heartbeat",
+        "pong",
+        "call",
+        "call_signal",
+        "session_revoked",
+    ];
+
+    /// The frame's `type` (for logs and metrics).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Ready { .. } => "ready",
+            Self::Synced => "synced",
+            Self::Ack { .. } => "ack",
+            Self::Ok { .. } => "ok",
+            Self::Error { .. } => "error",
+            Self::Message { .. } => "message",
+            Self::MessageEdited { .. } => "message_edited",
+            Self::MessageDeleted { .. } => "message_deleted",
+            Self::Read { .. } => "read",
+            Self::Typing { .. } => "typing",
+            Self::Presence { .. } => "presence",
+            Self::Conversation { .. } => "conversation",
+            Self::ConversationRemoved { .. } => "conversation_removed",
+            Self::Resync { .. } => "resync",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Pong { .. } => "pong",
+            Self::Call { .. } => "call",
+            Self::CallSignal { .. } => "call_signal",
+            Self::SessionRevoked { .. } => "session_revoked",
+        }
+    }
 }

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
@@ -98,6 +99,7 @@ impl KafkaConsumer {
             owned: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
             assigned: assigned_tx,
+            lag: crate::metrics::consumer_lag(topic, group),
         };
         let consumer: BaseConsumer<GroupContext> = settings
             .consumer(group, start)
@@ -226,6 +228,7 @@ fn to_record(message: &BorrowedMessage<'_>) -> BusRecord {
         key: message.key().map(text).unwrap_or_default(),
         headers,
         payload: message.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        published_ms: message.timestamp().to_millis(),
     }
 }
 
@@ -240,6 +243,8 @@ struct GroupContext {
     /// Becomes true after the first assignment (possibly empty: more members than
     /// partitions).
     assigned: watch::Sender<bool>,
+    /// Records behind the end of the owned partitions, from librdkafka's statistics.
+    lag: metrics::Gauge,
 }
 
 impl GroupContext {
@@ -294,7 +299,26 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        // Partition -1 is librdkafka's internal "unassigned" one; a lag of -1 is unknown.
+        let behind: i64 = statistics
+            .topics
+            .get(&self.topic)
+            .map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .filter(|(&partition, p)| {
+                        partition >= 0 && p.consumer_lag >= 0 && self.owns_now(partition)
+                    })
+                    .map(|(_, p)| p.consumer_lag)
+                    .sum()
+            })
+            .unwrap_or(0);
+        self.lag.set(behind as f64);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(

@@ -140,7 +140,9 @@ impl KafkaSettings {
             .set("heartbeat.interval.ms", "200")
             // Bounds the wait for new records on brokers that do not answer a fetch early.
             .set("fetch.wait.max.ms", "100")
-            .set("fetch.error.backoff.ms", "100");
+            .set("fetch.error.backoff.ms", "100")
+            // Statistics (every 5 s) carry the consumer lag the metrics report.
+            .set("statistics.interval.ms", "5000");
         config
     }
 }

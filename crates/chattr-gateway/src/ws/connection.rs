@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::limiter::FrameLimiter;
 use crate::hub::Slot;
+use crate::metrics as m;
 use crate::GatewayState;
 
 /// Deliveries written per flush at most (coalesced writes).
@@ -239,8 +240,13 @@ impl Conn {
             let step = tokio::select! {
                 incoming = self.read() => match incoming {
                     Ok(incoming) => {
+                        // Each frame starts a trace that follows its work to every hop.
+                        let trace = TraceContext::new_root();
+                        if let Incoming::Frame(frame) = &incoming {
+                            debug!(trace_id = %trace.trace_hex(), frame = frame.type_name(), "frame received");
+                        }
                         let handled = self.handle(who, incoming);
-                        Box::pin(chattr_core::trace::scope(TraceContext::new_root(), handled)).await
+                        Box::pin(chattr_core::trace::scope(trace, handled)).await
                     }
                     Err(end) => Err(end),
                 },
@@ -251,7 +257,10 @@ impl Conn {
                 code = slot.kicked() => Err(End::Close(code, "too slow: reconnect and resume")),
                 _ = heartbeat.tick() => Box::pin(self.heartbeat(who, connection_id)).await,
                 _ = tick(call_keepalive.as_deref_mut()) => Box::pin(self.call_keepalive(who)).await,
-                _ = shutting_down(&mut shutdown) => Err(End::Close(close_codes::GOING_AWAY, "server shutting down")),
+                _ = shutting_down(&mut shutdown) => {
+                    metrics::counter!(m::SHUTDOWN_CLOSES).increment(1);
+                    Err(End::Close(close_codes::GOING_AWAY, "server shutting down"))
+                }
             };
             if let Err(end) = step {
                 return end;
@@ -321,7 +330,7 @@ impl Conn {
     async fn catch_up(&mut self, who: Principal, id: ConversationId, until: u64) -> Result<(), End> {
         let mut last = self.delivered.get(&id).copied().unwrap_or(0);
         if until.saturating_sub(last) > self.state.settings.replay_limit {
-            metrics::counter!("chattr_gateway_resume_total", "result" => "resync").increment(1);
+            metrics::counter!(m::RESUMES, "result" => "resync").increment(1);
             self.delivered.insert(id, until);
             return self.feed(&ServerFrame::Resync { conversation_id: id, last_seq: until }).await;
         }
@@ -344,7 +353,7 @@ impl Conn {
             last = newest;
         }
         self.delivered.insert(id, last.max(until));
-        metrics::counter!("chattr_gateway_resume_total", "result" => "ok").increment(1);
+        metrics::counter!(m::RESUMES, "result" => "ok").increment(1);
         Ok(())
     }
 
@@ -373,11 +382,11 @@ impl Conn {
                 let last = self.delivered.get(&conversation_id).copied().unwrap_or(0);
                 match last {
                     last if seq <= last => {
-                        metrics::counter!("chattr_gateway_duplicates_dropped_total").increment(1);
+                        metrics::counter!(m::DUPLICATES_DROPPED).increment(1);
                         return Ok(());
                     }
                     last if seq > last + 1 => {
-                        metrics::counter!("chattr_gateway_gaps_filled_total").increment(1);
+                        metrics::counter!(m::GAPS_FILLED).increment(1);
                         self.catch_up(who, conversation_id, seq - 1).await?;
                         if self.delivered.get(&conversation_id).copied().unwrap_or(0) >= seq {
                             return Ok(());
@@ -386,19 +395,27 @@ impl Conn {
                     _ => {}
                 }
                 self.delivered.insert(conversation_id, seq);
-                metrics::counter!("chattr_gateway_messages_delivered_total").increment(1);
-                self.feed_raw(delivery.frame.clone()).await
+                self.feed_raw(&delivery).await?;
+                metrics::counter!(m::MESSAGES_DELIVERED).increment(1);
+                if let Some(committed) = delivery.meta.committed_ms {
+                    let waited_ms = chattr_core::now().timestamp_millis().saturating_sub(committed).max(0);
+                    metrics::histogram!(m::DELIVERY_LATENCY).record(waited_ms as f64 / 1000.0);
+                }
+                if let Some(trace) = delivery.meta.trace_id {
+                    debug!(trace_id = %format_args!("{trace:032x}"), %conversation_id, seq, "message written to socket");
+                }
+                Ok(())
             }
             DeliveryKind::Revoke { session_id } => {
                 if session_id == who.session_id {
-                    self.feed_raw(delivery.frame.clone()).await?;
+                    self.feed_raw(&delivery).await?;
                     let _ = io(self.sink.flush(), self.slot.as_deref()).await;
                     return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked"));
                 }
                 Ok(())
             }
             DeliveryKind::Event | DeliveryKind::Ephemeral | DeliveryKind::ToSession { .. } => {
-                self.feed_raw(delivery.frame.clone()).await
+                self.feed_raw(&delivery).await
             }
         }
     }
@@ -429,6 +446,7 @@ impl Conn {
     async fn handle(&mut self, who: Principal, incoming: Incoming) -> Result<(), End> {
         // Every frame counts against the limit, invalid ones too: errors cost work as well.
         if !self.limiter.allow() {
+            metrics::counter!(m::RATE_LIMITED, "bucket" => "frames").increment(1);
             if self.limiter.refused_in_a_row > FLOOD_LIMIT {
                 return Err(End::Close(close_codes::FLOOD, "too many frames"));
             }
@@ -570,11 +588,17 @@ impl Conn {
                 WsMessage::Close(_) => return Err(End::Gone),
                 WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
             };
-            metrics::counter!("chattr_gateway_frames_in_total").increment(1);
-            if text.len() > self.state.settings.max_frame_bytes {
-                return Ok(bad(None, codes::TOO_LARGE, "frame too large"));
-            }
-            return Ok(parse(text.as_str()));
+            let incoming = if text.len() > self.state.settings.max_frame_bytes {
+                bad(None, codes::TOO_LARGE, "frame too large")
+            } else {
+                parse(text.as_str())
+            };
+            let frame_type = match &incoming {
+                Incoming::Frame(frame) => frame.type_name(),
+                Incoming::Bad { .. } => "invalid",
+            };
+            metrics::counter!(m::FRAMES_IN, "type" => frame_type).increment(1);
+            return Ok(incoming);
         }
     }
 
@@ -582,18 +606,19 @@ impl Conn {
     async fn feed(&mut self, frame: &ServerFrame) -> Result<(), End> {
         let json = serde_json::to_string(frame).map_err(|_| End::Close(1011, "internal error"))?;
         io(self.sink.feed(WsMessage::Text(Utf8Bytes::from(json))), self.slot.as_deref()).await?;
-        metrics::counter!("chattr_gateway_frames_out_total").increment(1);
+        metrics::counter!(m::FRAMES_OUT, "type" => frame.type_name()).increment(1);
         Ok(())
     }
 
     /// Queues pre-serialised frame bytes (fan-out serialised them once for everyone).
-    async fn feed_raw(&mut self, frame: bytes::Bytes) -> Result<(), End> {
-        let Ok(text) = Utf8Bytes::try_from(frame) else {
+    async fn feed_raw(&mut self, delivery: &Delivery) -> Result<(), End> {
+        let Ok(text) = Utf8Bytes::try_from(delivery.frame.clone()) else {
             warn!("non-utf8 delivery dropped");
             return Ok(());
         };
         io(self.sink.feed(WsMessage::Text(text)), self.slot.as_deref()).await?;
-        metrics::counter!("chattr_gateway_frames_out_total").increment(1);
+        let frame_type = delivery.meta.frame_type.unwrap_or("unknown");
+        metrics::counter!(m::FRAMES_OUT, "type" => frame_type).increment(1);
         Ok(())
     }
 
@@ -628,7 +653,7 @@ async fn io<E>(
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(End::Gone),
             Err(_) => {
-                metrics::counter!("chattr_gateway_write_timeouts_total").increment(1);
+                metrics::counter!(m::WRITE_TIMEOUTS).increment(1);
                 Err(End::Gone)
             }
         },

@@ -37,11 +37,13 @@ pub struct Shape {
     pub fanouts: usize,
     pub video: usize,
     pub gateways: usize,
+    /// The processes' `RUST_LOG` (default `info`).
+    pub log: &'static str,
 }
 
 impl Default for Shape {
     fn default() -> Self {
-        Self { messaging: 1, relays: 1, fanouts: 1, video: 1, gateways: 1 }
+        Self { messaging: 1, relays: 1, fanouts: 1, video: 1, gateways: 1, log: "info" }
     }
 }
 
@@ -61,6 +63,8 @@ pub struct Cluster {
     pub video: Vec<Role>,
     pub gateways: Vec<Role>,
     dir: std::path::PathBuf,
+    /// `RUST_LOG` of every process.
+    log: &'static str,
     generation: u32,
     /// Secrets of the settings (never in the TOML file), passed as environment.
     secrets: Vec<(String, String)>,
@@ -83,6 +87,7 @@ impl Cluster {
             video: Vec::new(),
             gateways: Vec::new(),
             dir: dir.to_owned(),
+            log: shape.log,
             generation: 0,
             secrets: Vec::new(),
         };
@@ -151,7 +156,7 @@ impl Cluster {
         envs.extend([
             ("CHATTR__JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
             ("CHATTR_RPC_SECRET".to_owned(), RPC_SECRET.to_owned()),
-            ("RUST_LOG".to_owned(), "info".to_owned()),
+            ("RUST_LOG".to_owned(), self.log.to_owned()),
         ]);
         let name = format!("{name}-g{}", self.generation);
         Supervised::spawn(&name, Path::new(env!("CARGO_BIN_EXE_chattr")), &args, &envs, &self.dir)

@@ -8,6 +8,8 @@ use crate::{DynStore, MessageChange};
 /// `outbox_pending` is oldest first and limited; published rows leave it.
 pub async fn outbox_pending_and_publish(store: DynStore) {
     assert!(store.outbox_pending(10).await.expect("pending").is_empty());
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), crate::OutboxBacklog::default());
+    let before = crate::codec::ms(chattr_core::now());
     let names = ["o1", "o2", "o3", "o4", "o5"];
     let mut ids = Vec::new();
     for name in names {
@@ -21,11 +23,16 @@ pub async fn outbox_pending_and_publish(store: DynStore) {
     assert_eq!(all.len(), 5);
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
     assert_eq!(all[..2], first[..], "reading does not consume");
+    let backlog = store.outbox_backlog().await.expect("backlog");
+    assert_eq!(backlog.rows, 5);
+    let oldest = backlog.oldest_ms.expect("an oldest row");
+    assert!(oldest >= before && oldest <= crate::codec::ms(chattr_core::now()), "{oldest} vs {before}");
     assert!(store.outbox_pending(0).await.expect("pending").is_empty());
 
     store.outbox_mark_published(&[first[0].id, first[1].id]).await.expect("publish");
     let rest = store.outbox_pending(100).await.expect("pending");
     assert_eq!(rest, all[2..]);
+    assert_eq!(store.outbox_backlog().await.expect("backlog").rows, 3, "published rows leave the backlog");
     // Publishing out of order, twice, or unknown ids is harmless.
     store.outbox_mark_published(&[all[3].id, all[0].id, 999_999]).await.expect("publish");
     store.outbox_mark_published(&[]).await.expect("publish none");

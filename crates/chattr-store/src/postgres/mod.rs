@@ -34,7 +34,7 @@ use sqlx::{ConnectOptions, Connection};
 
 use crate::{
     ConversationRecord, ConversationSummary, Membership, MessageChange, NewConversation, NewMessage,
-    OutboxRow, RotateOutcome, SessionRecord, Store, StoreError, StoreResult, UserRecord,
+    OutboxBacklog, OutboxRow, RotateOutcome, SessionRecord, Store, StoreError, StoreResult, UserRecord,
 };
 
 /// Connections per process. Each is a server process on the database side, and with
@@ -246,6 +246,10 @@ impl Store for PostgresStore {
 
     async fn outbox_mark_published(&self, ids: &[i64]) -> StoreResult<()> {
         outbox::mark_published(self, ids).await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
+        outbox::backlog(self).await
     }
 
     async fn acquire_lease(&self, name: &str) -> StoreResult<Box<dyn crate::Lease>> {

@@ -32,7 +32,7 @@ use sqlx::PgConnection;
 
 use super::rows::{limit_param, ms};
 use super::PostgresStore;
-use crate::{OutboxRow, StoreError, StoreResult};
+use crate::{OutboxBacklog, OutboxRow, StoreError, StoreResult};
 
 /// First key of the two-key advisory locks the outbox takes ("chat" in ASCII), so they
 /// cannot collide with other users of advisory locks in the same database (sqlx's migrator
@@ -93,4 +93,11 @@ pub(super) async fn mark_published(store: &PostgresStore, ids: &[i64]) -> StoreR
     }
     sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(&store.pool).await?;
     Ok(())
+}
+
+/// The pending rows: published ones are deleted, so this is the whole table.
+pub(super) async fn backlog(store: &PostgresStore) -> StoreResult<OutboxBacklog> {
+    let (rows, oldest_ms): (i64, Option<i64>) =
+        sqlx::query_as("SELECT count(*), min(created_at) FROM outbox").fetch_one(&store.pool).await?;
+    Ok(OutboxBacklog { rows: u64::try_from(rows).unwrap_or_default(), oldest_ms })
 }

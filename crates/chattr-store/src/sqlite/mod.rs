@@ -26,7 +26,7 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::{
     ConversationRecord, ConversationSummary, Membership, MessageChange, NewConversation, NewMessage,
-    OutboxRow, RotateOutcome, SessionRecord, Store, StoreError, StoreResult, UserRecord,
+    OutboxBacklog, OutboxRow, RotateOutcome, SessionRecord, Store, StoreError, StoreResult, UserRecord,
 };
 
 /// How long a connection waits for a lock held by another connection or process.
@@ -282,6 +282,10 @@ impl Store for SqliteStore {
 
     async fn outbox_pending(&self, limit: u32) -> StoreResult<Vec<OutboxRow>> {
         outbox::pending(self, limit).await
+    }
+
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
+        outbox::backlog(self).await
     }
 
     async fn outbox_mark_published(&self, ids: &[i64]) -> StoreResult<()> {

@@ -6,7 +6,7 @@ use sqlx::SqliteConnection;
 
 use super::rows::ms;
 use super::SqliteStore;
-use crate::{OutboxRow, StoreError, StoreResult};
+use crate::{OutboxBacklog, OutboxRow, StoreError, StoreResult};
 
 /// Appends `event` to the outbox on `conn`, which must be inside the write transaction of
 /// the change, so the event exists if and only if the change committed.
@@ -56,4 +56,13 @@ pub(super) async fn mark_published(store: &SqliteStore, ids: &[i64]) -> StoreRes
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// The pending rows (published ones are deleted).
+pub(super) async fn backlog(store: &SqliteStore) -> StoreResult<OutboxBacklog> {
+    let (rows, oldest_ms): (i64, Option<i64>) =
+        sqlx::query_as("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&store.read)
+            .await?;
+    Ok(OutboxBacklog { rows: u64::try_from(rows).unwrap_or_default(), oldest_ms })
 }

@@ -1,0 +1,103 @@
+//! The bus canary: proof that the bus works end to end, not just that a broker answers.
+//! A probe publishes a record on [`TOPIC`] and waits until this process's own consumer
+//! reads it back, so a broker that accepts connections but cannot store or deliver
+//! records fails the probe (and `/ready`).
+//!
+//! Each process has its own consumer group (`canary.<random id>`) reading from the end of
+//! the topic, so every process sees every canary record and skips those of others by their
+//! nonce. Nothing is committed: the group holds no state worth keeping.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use crate::{BusConsumer, BusError, BusResult, DynBus, OutgoingRecord, StartFrom};
+
+/// The topic canary records go to.
+pub const TOPIC: &str = "chattr.canary";
+
+/// One process's canary.
+pub struct Canary {
+    bus: DynBus,
+    group: String,
+    /// Joined on the first probe, and again after a failed one.
+    consumer: Mutex<Option<Box<dyn BusConsumer>>>,
+}
+
+impl Canary {
+    /// A canary on `bus` (nothing happens until the first [`Canary::probe`]).
+    pub fn new(bus: DynBus) -> Self {
+        Self { bus, group: format!("canary.{:032x}", rand_id()), consumer: Mutex::new(None) }
+    }
+
+    /// Publishes a record and waits (at most `timeout`) to read it back.
+    pub async fn probe(&self, timeout: Duration) -> BusResult<()> {
+        match tokio::time::timeout(timeout, self.round_trip()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // Start over with a fresh member next time.
+                *self.consumer.lock().await = None;
+                Err(e)
+            }
+            Err(_) => {
+                *self.consumer.lock().await = None;
+                Err(BusError::Backend(format!("canary record not read back within {timeout:?}")))
+            }
+        }
+    }
+
+    async fn round_trip(&self) -> BusResult<()> {
+        let mut slot = self.consumer.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.bus.subscribe(TOPIC, &self.group, StartFrom::Latest).await?);
+        }
+        let Some(consumer) = slot.as_mut() else {
+            return Err(BusError::Backend("canary consumer missing".to_owned()));
+        };
+        let nonce = format!("{:032x}", rand_id());
+        let record = OutgoingRecord {
+            topic: TOPIC.to_owned(),
+            key: self.group.clone(),
+            headers: Vec::new(),
+            payload: Bytes::from(nonce.clone()),
+        };
+        self.bus.publish(vec![record]).await?;
+        loop {
+            let seen = consumer.next().await?;
+            if seen.payload == nonce.as_bytes() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A random id without a dependency on an RNG crate: the standard library's randomly
+/// seeded hasher, mixed with the time.
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new();
+    let mut a = seed.build_hasher();
+    a.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+    );
+    let mut b = seed.build_hasher();
+    b.write_u64(a.finish());
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_canaries_on_one_bus_each_read_their_own_records() {
+        let bus = crate::open("inproc://").unwrap();
+        let (a, b) = (Canary::new(bus.clone()), Canary::new(bus));
+        for _ in 0..3 {
+            a.probe(Duration::from_secs(5)).await.expect("a's round trip");
+            b.probe(Duration::from_secs(5)).await.expect("b's round trip");
+        }
+        assert_ne!(a.group, b.group);
+    }
+}

@@ -1,0 +1,62 @@
+//! The store's metrics (docs/metrics.md): every call's latency and failures, by method.
+
+use std::time::Instant;
+
+use crate::StoreError;
+
+/// Store call latency, by `op`.
+pub const OP_SECONDS: &str = "chattr_store_op_seconds";
+/// Store calls that failed (not "not found" or a conflict: the backend failed), by `op`.
+pub const ERRORS: &str = "chattr_store_errors_total";
+
+/// Every `op` label value (the [`crate::Store`] methods).
+pub const OPS: &[&str] = &[
+    "create_user",
+    "user_by_username",
+    "users_by_ids",
+    "search_users",
+    "create_session",
+    "session",
+    "rotate_refresh",
+    "touch_session",
+    "list_sessions",
+    "revoke_session",
+    "revoke_other_sessions",
+    "create_conversation",
+    "conversation",
+    "membership",
+    "read_positions",
+    "conversations_for_user",
+    "conversation_summary",
+    "add_member",
+    "remove_member",
+    "set_title",
+    "contacts",
+    "latest_seqs",
+    "insert_message",
+    "messages",
+    "message",
+    "change_message",
+    "mark_read",
+    "outbox_pending",
+    "outbox_mark_published",
+    "outbox_backlog",
+    "ping",
+];
+
+/// Describes the metrics and creates the error counters at zero.
+pub fn describe() {
+    metrics::describe_histogram!(OP_SECONDS, metrics::Unit::Seconds, "Store call latency, by method");
+    metrics::describe_counter!(ERRORS, "Store calls that failed in the backend, by method");
+    for op in OPS {
+        metrics::counter!(ERRORS, "op" => *op).increment(0);
+    }
+}
+
+/// Records one call.
+pub(crate) fn observe(op: &'static str, started: Instant, error: Option<&StoreError>) {
+    metrics::histogram!(OP_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+    if matches!(error, Some(StoreError::Backend(_) | StoreError::Unavailable(_))) {
+        metrics::counter!(ERRORS, "op" => op).increment(1);
+    }
+}
