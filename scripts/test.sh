@@ -26,6 +26,9 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 # coturn: the TURN server the call tests start privately (turnserver, turnutils_uclient).
 command -v turnserver >/dev/null || need_apt+=(coturn)
+# Prometheus: the observability test scrapes a live cluster with a private instance and
+# evaluates every dashboard panel and alert against it; promtool checks the rules.
+command -v prometheus >/dev/null || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq
@@ -35,6 +38,11 @@ fi
 # The Kafka bus tests start a private tansu broker (a Kafka-protocol broker from crates.io).
 ./scripts/install-tansu.sh
 export CHATTR_TANSU="${CHATTR_TANSU:-${CHATTR_TOOLS:-$HOME/.cache/chattr-tools}/bin/tansu}"
+
+# The deployment files: Prometheus rules and their unit tests, the Grafana dashboards, the
+# Dockerfile (hadolint), the Kubernetes manifests (kubernetes-validate) and compose.
+./scripts/check-prometheus.sh
+./scripts/check-deploy.sh
 
 # Every test, the end-to-end suite in the embedded profile (one process, SQLite, in-process
 # bus and cache)...
