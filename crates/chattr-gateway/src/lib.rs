@@ -126,8 +126,12 @@ pub async fn serve(
     let sockets = state.sockets.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let open = sockets.count();
+    tracing::info!(sockets = open, "stopped accepting; open sockets told to resume elsewhere (1001)");
     if tokio::time::timeout(SOCKETS_CLOSE_WAIT, sockets.all_closed()).await.is_err() {
         tracing::warn!("sockets still open {SOCKETS_CLOSE_WAIT:?} after shutdown; exiting anyway");
+    } else if open > 0 {
+        tracing::info!(sockets = open, "every socket closed");
     }
     served
 }

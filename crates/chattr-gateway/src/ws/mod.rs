@@ -63,6 +63,11 @@ impl Sockets {
         OpenSocket(self.clone())
     }
 
+    /// How many sockets are open.
+    pub fn count(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Waits until no socket is open.
     pub async fn all_closed(&self) {
         loop {

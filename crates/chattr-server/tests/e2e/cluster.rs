@@ -137,20 +137,54 @@ impl Cluster {
 
     /// Starts gateway number `i` (a new process) against the running services.
     pub fn spawn_gateway(&self, i: usize) -> Supervised {
+        self.spawn_gateway_on(&format!("gateway{i}"), "127.0.0.1:0")
+    }
+
+    fn spawn_gateway_on(&self, name: &str, listen: &str) -> Supervised {
         let auth = addrs(&self.auth);
         let messaging = addrs(&self.messaging);
         let video = addrs(&self.video);
+        let services = ["--services", "gateway", "--listen", listen];
         self.spawn(
-            &format!("gateway{i}"),
-            &["--services", "gateway"],
+            name,
+            &services,
             &["--auth-addrs", &auth, "--messaging-addrs", &messaging, "--video-addrs", &video],
         )
+    }
+
+    #[allow(dead_code)] // The cluster test's; the e2e suite restarts nothing.
+    /// A rolling-restart step for gateway `i`: SIGTERM, which must end the process within
+    /// [`STOP_WAIT`], then a new process on the same address, so clients that know the
+    /// address find it again. Returns how long the old process took to exit, and its log.
+    pub fn restart_gateway(&mut self, i: usize) -> (Duration, String) {
+        let took = terminate(&mut self.gateways[i]);
+        let log = self.gateways[i].process.log();
+        let name = format!("gateway{i}r{}", next_generation());
+        let listen = self.gateways[i].http.to_string();
+        self.gateways[i] = ready(self.spawn_gateway_on(&name, &listen));
+        (took, log)
+    }
+
+    #[allow(dead_code)] // The cluster test's.
+    /// The same for messaging instance `i`, on the same HTTP and gRPC addresses (gateways
+    /// and video instances know it by its gRPC address).
+    pub fn restart_messaging(&mut self, i: usize) -> (Duration, String) {
+        let took = terminate(&mut self.messaging[i]);
+        let log = self.messaging[i].process.log();
+        let name = format!("messaging{i}r{}", next_generation());
+        let listen = self.messaging[i].http.to_string();
+        let grpc = self.messaging[i].grpc.map(|a| a.to_string()).unwrap_or_default();
+        let services = ["--services", "messaging", "--listen", listen.as_str()];
+        self.messaging[i] = ready(self.spawn(&name, &services, &["--grpc-listen", &grpc]));
+        (took, log)
     }
 
     fn spawn(&self, name: &str, services: &[&str], extra: &[&str]) -> Supervised {
         let mut args: Vec<String> = vec!["serve".into(), "--config".into()];
         args.push(self.dir.join("chattr.toml").display().to_string());
-        args.extend(["--listen", "127.0.0.1:0"].map(String::from));
+        if !services.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"].map(String::from));
+        }
         args.extend(services.iter().chain(extra).map(|s| s.to_string()));
         let mut envs = self.secrets.clone();
         envs.extend([
@@ -190,13 +224,19 @@ impl Cluster {
             .chain(&mut self.fanout)
             .chain(&mut self.video)
         {
-            if !role.process.is_running() {
-                continue;
+            if role.process.is_running() {
+                terminate(role);
             }
-            let name = role.process.name().to_owned();
-            assert!(role.process.terminate(STOP_WAIT), "{name} did not stop on SIGTERM within {STOP_WAIT:?}");
         }
     }
+}
+
+/// SIGTERM, then waits for the exit; panics unless it came within [`STOP_WAIT`].
+fn terminate(role: &mut Role) -> Duration {
+    let asked = std::time::Instant::now();
+    let name = role.process.name().to_owned();
+    assert!(role.process.terminate(STOP_WAIT), "{name} did not stop on SIGTERM within {STOP_WAIT:?}");
+    asked.elapsed()
 }
 
 fn addrs(roles: &[Role]) -> String {
