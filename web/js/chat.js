@@ -465,8 +465,16 @@ function countUnread(conv) {
   return n;
 }
 
-async function onResync({ conversation_id }) {
-  // Too much was missed to replay: start the window over from the newest page.
+async function onResync({ conversation_id, last_seq }) {
+  // Too much was missed to replay: start the window over from the newest page. Rarely the
+  // server is behind us instead (its database was restored from a backup): its position
+  // wins, so the seqs it hands out again are taken as new messages, not as old ones.
+  const conv = store.conversations.get(conversation_id);
+  if (conv && typeof last_seq === "number" && last_seq < conv.last_seq) {
+    conv.last_seq = last_seq;
+    conv.read_seq = Math.min(conv.read_seq ?? 0, last_seq);
+    conv.last_message = null;
+  }
   const w = store.windows.get(conversation_id);
   await fetchConversation(conversation_id);
   if (w?.loaded) {

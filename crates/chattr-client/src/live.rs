@@ -25,7 +25,8 @@ pub enum LiveEvent {
     Message(Message),
     /// The connection came back after a drop (missed messages follow as `Message`).
     Reconnected,
-    /// Too far behind in a conversation: page its history.
+    /// Too far behind in a conversation: page its history. (Or ahead of the server, after
+    /// its store was restored from a backup: drop what is past `last_seq` and reload.)
     Resync {
         /// The conversation.
         conversation_id: Uuid,
@@ -305,8 +306,9 @@ impl Worker {
                 return Ok(());
             }
             ServerFrame::Resync { conversation_id, last_seq } => {
-                let cursor = self.cursors.entry(conversation_id).or_insert(0);
-                *cursor = (*cursor).max(last_seq);
+                // The server's position wins, also when it is behind ours (a store restored
+                // from a backup): seqs after it will be handed out again.
+                self.cursors.insert(conversation_id, last_seq);
                 LiveEvent::Resync { conversation_id, last_seq }
             }
             ServerFrame::Heartbeat { latest } => {

@@ -9,6 +9,8 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::OnceLock;
+use std::time::SystemTime;
 
 /// A W3C trace context: the trace, and the span (hop) within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct TraceContext {
     pub trace_id: u128,
     /// This hop.
     pub span_id: u64,
+    /// The hop that caused this one, if known (for exported spans).
+    pub parent_span_id: Option<u64>,
 }
 
 tokio::task_local! {
@@ -27,12 +31,12 @@ impl TraceContext {
     /// A new trace (a request that arrived without one).
     pub fn new_root() -> Self {
         // Every frame and request starts one: the thread-local generator costs no syscall.
-        Self { trace_id: rand::random::<u128>().max(1), span_id: Self::new_span_id() }
+        Self { trace_id: rand::random::<u128>().max(1), span_id: Self::new_span_id(), parent_span_id: None }
     }
 
-    /// The next hop of the same trace.
+    /// The next hop of the same trace, caused by this one.
     pub fn child(&self) -> Self {
-        Self { trace_id: self.trace_id, span_id: Self::new_span_id() }
+        Self { trace_id: self.trace_id, span_id: Self::new_span_id(), parent_span_id: Some(self.span_id) }
     }
 
     fn new_span_id() -> u64 {
@@ -54,7 +58,7 @@ impl TraceContext {
         }
         let trace_id = u128::from_str_radix(trace, 16).ok().filter(|&t| t != 0)?;
         let span_id = u64::from_str_radix(span, 16).ok().filter(|&s| s != 0)?;
-        Some(Self { trace_id, span_id })
+        Some(Self { trace_id, span_id, parent_span_id: None })
     }
 
     /// The trace id as 32 hex digits (what logs show).
@@ -80,9 +84,59 @@ pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(|c| *c).ok()
 }
 
-/// The `traceparent` to send to the next hop: a child of the current context.
+/// The `traceparent` to send to the next hop: the current span, which the next hop names
+/// as its parent (it continues with [`TraceContext::child`]).
 pub fn outgoing() -> Option<String> {
-    current().map(|c| c.child().to_string())
+    current().map(|c| c.to_string())
+}
+
+/// A finished span: one hop's work, for an exporter (see [`export_to`]).
+#[derive(Debug, Clone)]
+pub struct FinishedSpan {
+    /// What kind of work (`ws frame`, `grpc call`, `relay publish`, `fan-out`, `deliver`).
+    pub name: &'static str,
+    /// Which one (the frame type, the gRPC method, the topic).
+    pub detail: String,
+    /// Its place in the trace.
+    pub context: TraceContext,
+    /// When it started and ended.
+    pub start: SystemTime,
+    pub end: SystemTime,
+}
+
+type Sink = Box<dyn Fn(FinishedSpan) + Send + Sync>;
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sends every finished span of this process to `sink` (once per process; later calls
+/// are ignored). Without a sink, spans cost nothing beyond the task-local.
+pub fn export_to(sink: impl Fn(FinishedSpan) + Send + Sync + 'static) {
+    let _ = SINK.set(Box::new(sink));
+}
+
+/// Whether spans are being exported.
+pub fn exporting() -> bool {
+    SINK.get().is_some()
+}
+
+/// Records a span that already happened (when exporting).
+pub fn record(name: &'static str, detail: impl FnOnce() -> String, context: TraceContext, start: SystemTime) {
+    if let Some(sink) = SINK.get() {
+        sink(FinishedSpan { name, detail: detail(), context, start, end: SystemTime::now() });
+    }
+}
+
+/// Runs `fut` as part of `context`, as the span `name` (exported when a sink is set).
+pub async fn span<F: Future>(
+    name: &'static str,
+    detail: impl FnOnce() -> String,
+    context: TraceContext,
+    fut: F,
+) -> F::Output {
+    let start = SystemTime::now();
+    let out = CURRENT.scope(context, fut).await;
+    record(name, detail, context, start);
+    out
 }
 
 #[cfg(test)]
@@ -98,6 +152,7 @@ mod tests {
         let child = root.child();
         assert_eq!(child.trace_id, root.trace_id);
         assert_ne!(child.span_id, root.span_id);
+        assert_eq!(child.parent_span_id, Some(root.span_id));
         for bad in [
             "",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
@@ -120,8 +175,9 @@ mod tests {
         scope(ctx, async {
             tokio::task::yield_now().await;
             assert_eq!(current(), Some(ctx));
-            let next = TraceContext::parse(&outgoing().unwrap()).unwrap();
+            let next = TraceContext::parse(&outgoing().unwrap()).unwrap().child();
             assert_eq!(next.trace_id, ctx.trace_id);
+            assert_eq!(next.parent_span_id, Some(ctx.span_id), "the next hop names this one as its parent");
         })
         .await;
         assert_eq!(current(), None);

@@ -71,7 +71,8 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
         let trace = trace.unwrap_or_else(TraceContext::new_root);
         debug!(trace_id = %trace.trace_hex(), topic = %record.topic, offset = record.offset, "fanning out");
         // Retry one record until it is delivered to pub/sub: skipping it would lose it.
-        while let Err(e) = chattr_core::trace::scope(trace, fanout.handle(&record)).await {
+        let topic = || record.topic.clone();
+        while let Err(e) = chattr_core::trace::span("fan-out", topic, trace, fanout.handle(&record)).await {
             warn!(error = %e, "fan-out delivery failed, retrying");
             metrics::counter!(m::FANOUT_ERRORS).increment(1);
             tokio::select! {

@@ -113,19 +113,25 @@ async fn drain_once(store: &DynStore, bus: &DynBus) -> Result<usize, String> {
     if rows.is_empty() {
         return Ok(0);
     }
+    let started = std::time::SystemTime::now();
+    // Each traced row is a hop of its request's trace: the relay's span, which the
+    // record's consumers continue.
+    let hops: Vec<Option<TraceContext>> = rows
+        .iter()
+        .map(|row| row.traceparent.as_deref().and_then(TraceContext::parse).map(|t| t.child()))
+        .collect();
     let records = rows
         .iter()
-        .map(|row| {
+        .zip(&hops)
+        .map(|(row, hop)| {
             let (topic, key) = row.event.route();
             let mut headers = vec![
                 ("event_type".to_owned(), row.event.kind().to_owned()),
                 ("schema_version".to_owned(), EVENT_SCHEMA_VERSION.to_string()),
             ];
-            if let Some(traceparent) = &row.traceparent {
-                if let Some(trace) = TraceContext::parse(traceparent) {
-                    debug!(trace_id = %trace.trace_hex(), event = row.event.kind(), "relaying to the bus");
-                }
-                headers.push(("traceparent".to_owned(), traceparent.clone()));
+            if let Some(hop) = hop {
+                debug!(trace_id = %hop.trace_hex(), event = row.event.kind(), "relaying to the bus");
+                headers.push(("traceparent".to_owned(), hop.to_string()));
             }
             OutgoingRecord {
                 topic: topic.to_owned(),
@@ -136,6 +142,11 @@ async fn drain_once(store: &DynStore, bus: &DynBus) -> Result<usize, String> {
         })
         .collect();
     bus.publish(records).await.map_err(|e| e.to_string())?;
+    for (row, hop) in rows.iter().zip(hops) {
+        if let Some(hop) = hop {
+            chattr_core::trace::record("relay publish", || row.event.kind().to_owned(), hop, started);
+        }
+    }
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     store.outbox_mark_published(&ids).await.map_err(|e| e.to_string())?;
     metrics::counter!(m::OUTBOX_PUBLISHED).increment(ids.len() as u64);

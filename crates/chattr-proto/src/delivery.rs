@@ -7,6 +7,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chattr_api::v1::ServerFrame;
+use chattr_core::trace::TraceContext;
 use chattr_core::{ConversationId, SessionId, UserId};
 
 /// Pub/sub channel of one user: every event for that user goes here.
@@ -49,8 +50,8 @@ pub struct Meta {
     /// For a new message: when it was committed (Unix milliseconds), so the gateway can
     /// measure commit→socket latency.
     pub committed_ms: Option<i64>,
-    /// The trace the delivery belongs to.
-    pub trace_id: Option<u128>,
+    /// The span that sent the delivery (the receiver's work continues its trace).
+    pub trace: Option<TraceContext>,
 }
 
 impl Meta {
@@ -61,11 +62,7 @@ impl Meta {
             ServerFrame::Message { message } => Some(message.created_at.timestamp_millis()),
             _ => None,
         };
-        Meta {
-            frame_type: Some(frame.type_name()),
-            committed_ms,
-            trace_id: chattr_core::trace::current().map(|t| t.trace_id),
-        }
+        Meta { frame_type: Some(frame.type_name()), committed_ms, trace: chattr_core::trace::current() }
     }
 }
 
@@ -102,8 +99,8 @@ impl Delivery {
         if let Some(ms) = meta.committed_ms {
             let _ = write!(header, " c={ms}");
         }
-        if let Some(trace) = meta.trace_id {
-            let _ = write!(header, " t={trace:032x}");
+        if let Some(trace) = meta.trace {
+            let _ = write!(header, " t={trace}");
         }
         header.push('\n');
         let mut buf = BytesMut::with_capacity(header.len() + frame.len());
@@ -135,7 +132,7 @@ impl Delivery {
                     meta.frame_type = ServerFrame::TYPES.iter().copied().find(|t| *t == name)
                 }
                 Some(("c", ms)) => meta.committed_ms = ms.parse().ok(),
-                Some(("t", trace)) => meta.trace_id = u128::from_str_radix(trace, 16).ok(),
+                Some(("t", trace)) => meta.trace = TraceContext::parse(trace),
                 _ => {}
             }
         }
@@ -165,7 +162,7 @@ mod tests {
             let meta = Meta {
                 frame_type: Some("message"),
                 committed_ms: Some(1_700_000_000_123),
-                trace_id: Some(7),
+                trace: TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             };
             let decoded = Delivery::decode(Delivery::encode(kind, &meta, b"{}")).expect("decodes");
             assert_eq!((decoded.kind, decoded.meta), (kind, meta));

@@ -131,7 +131,8 @@ where
         let method = crate::metrics::method_label(request.uri().path());
         tracing::debug!(trace_id = %context.trace_hex(), %method, "gRPC call");
         let started = std::time::Instant::now();
-        let call = trace::scope(context, self.0.call(request));
+        let detail = method.clone();
+        let call = trace::span("grpc call", move || detail, context, self.0.call(request));
         Box::pin(async move {
             let out = call.await;
             // A failed call answers with its status in the headers ("trailers only");

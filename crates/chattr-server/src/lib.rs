@@ -3,6 +3,7 @@
 
 pub mod cli;
 mod health;
+pub mod otlp;
 mod secrets;
 pub mod settings;
 pub mod telemetry;
@@ -109,6 +110,7 @@ impl Server {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
         let metrics = telemetry::metrics_handle();
+        otlp::install(&settings.otlp, &settings.services)?;
         let backends = Backends::open(&settings).await?;
         telemetry::describe(telemetry::Uses {
             roles: &settings.services,

@@ -111,6 +111,20 @@ pub struct Settings {
     pub remote: RemoteSettings,
     /// Video tunables (TURN, ringing, grace period, mesh cap).
     pub video: chattr_video::VideoSettings,
+    /// Export of trace spans to an OpenTelemetry collector (off by default).
+    pub otlp: OtlpSettings,
+}
+
+/// Export of trace spans over OTLP (HTTP, JSON encoding): off unless `endpoint` is set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// The collector's base URL, e.g. `http://otel-collector:4318`; spans are POSTed to
+    /// `<endpoint>/v1/traces`. Plain HTTP only (Chattr has no TLS client built in yet).
+    pub endpoint: Option<String>,
+    /// The `service.name` of this process's spans (default `chattr-<roles>`, e.g.
+    /// `chattr-gateway`; `chattr` for the all-in-one process).
+    pub service_name: Option<String>,
 }
 
 /// Addresses of remote services (gRPC), for roles this process does not run.
@@ -179,6 +193,7 @@ impl Default for Settings {
             grpc_listen: None,
             remote: RemoteSettings::default(),
             video: chattr_video::VideoSettings::default(),
+            otlp: OtlpSettings::default(),
         }
     }
 }

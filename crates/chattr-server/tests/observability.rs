@@ -9,7 +9,9 @@
 //!    exist. A misspelt metric, a label Chattr does not export or a broken expression fails
 //!    the test; so does a rule Prometheus could not evaluate.
 //! 2. One trace id follows a message from the sender's frame through gRPC, the store, the
-//!    outbox relay and Kafka to fan-out and the receiver's socket, in each hop's JSON log.
+//!    outbox relay and Kafka to fan-out and the receiver's socket, in each hop's JSON log;
+//!    and the same hops arrive as spans of one trace at an OTLP collector (a small one in
+//!    this test), every span's parent among them.
 
 #[path = "e2e/cluster.rs"]
 #[allow(dead_code)] // The e2e profile uses the rest of it.
@@ -40,6 +42,8 @@ async fn dashboards_alerts_and_traces_hold_on_a_live_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::for_test(dir.path());
     settings.log_format = LogFormat::Json;
+    let collector = Collector::start().await;
+    settings.otlp.endpoint = Some(collector.url.clone());
     cluster::use_shared_backends(&mut settings).await;
     let shape = Shape { gateways: 2, log: LOG, ..Shape::default() };
     let mut cluster = Cluster::start_shape(&settings, dir.path(), shape);
@@ -172,7 +176,85 @@ async fn dashboards_alerts_and_traces_hold_on_a_live_cluster() {
             .any(|l| l["fields"]["trace_id"] == trace.as_str() && l["fields"]["message"] == message);
         assert!(found, "trace {trace} not in the log of {hop} (\"{message}\")");
     }
+
+    // ---- the same trace as OTLP spans, from every process on the way ----
+    let want = [
+        ("chattr-gateway", "ws frame"),
+        ("chattr-messaging", "grpc call"),
+        ("chattr-relay", "relay publish"),
+        ("chattr-fanout", "fan-out"),
+        ("chattr-gateway", "deliver"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let spans = collector.spans_of(&trace);
+        let complete = want
+            .iter()
+            .all(|(service, name)| spans.iter().any(|(s, span)| s == service && span["name"] == *name));
+        if complete {
+            break spans;
+        }
+        assert!(Instant::now() < deadline, "spans of trace {trace} so far: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let hops: Vec<String> = spans.iter().map(|(service, s)| format!("{service}: {}", s["name"])).collect();
+    println!("trace {trace}: {} spans\n  {}", spans.len(), hops.join("\n  "));
+    let ids: std::collections::HashSet<&str> =
+        spans.iter().filter_map(|(_, s)| s["spanId"].as_str()).collect();
+    let roots: Vec<_> = spans.iter().filter(|(_, s)| s.get("parentSpanId").is_none()).collect();
+    assert_eq!(roots.len(), 1, "one root (the sender's frame): {roots:#?}");
+    assert_eq!(roots[0].1["name"], "ws frame");
+    for (service, span) in &spans {
+        if let Some(parent) = span["parentSpanId"].as_str() {
+            assert!(ids.contains(parent), "{service} {} has a parent that was not exported", span["name"]);
+        }
+    }
     blocking(|| cluster.stop());
+}
+
+/// A small OTLP/HTTP collector: takes `POST /v1/traces` (JSON) and keeps every span with
+/// its service name.
+struct Collector {
+    url: String,
+    spans: std::sync::Arc<parking_lot::Mutex<Vec<(String, Value)>>>,
+}
+
+impl Collector {
+    async fn start() -> Collector {
+        use axum::routing::post;
+        let spans = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let kept = spans.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let kept = kept.clone();
+                async move {
+                    for resource in body["resourceSpans"].as_array().cloned().unwrap_or_default() {
+                        let service = resource["resource"]["attributes"]
+                            .as_array()
+                            .and_then(|a| a.iter().find(|kv| kv["key"] == "service.name"))
+                            .and_then(|kv| kv["value"]["stringValue"].as_str())
+                            .unwrap_or_default()
+                            .to_owned();
+                        for scope in resource["scopeSpans"].as_array().cloned().unwrap_or_default() {
+                            for span in scope["spans"].as_array().cloned().unwrap_or_default() {
+                                kept.lock().push((service.clone(), span));
+                            }
+                        }
+                    }
+                    axum::Json(serde_json::json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Collector { url, spans }
+    }
+
+    fn spans_of(&self, trace: &str) -> Vec<(String, Value)> {
+        self.spans.lock().iter().filter(|(_, s)| s["traceId"] == trace).cloned().collect()
+    }
 }
 
 /// One call: Alice rings Bob, Bob answers, they exchange a signal, Alice hangs up.

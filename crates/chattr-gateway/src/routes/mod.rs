@@ -60,5 +60,11 @@ async fn trace_request(
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::parse)
         .map_or_else(TraceContext::new_root, |c| c.child());
-    trace::scope(context, next.run(request)).await
+    // Only built when spans are exported.
+    let detail = if trace::exporting() {
+        format!("{} {}", request.method(), request.uri().path())
+    } else {
+        String::new()
+    };
+    trace::span("http request", move || detail, context, next.run(request)).await
 }

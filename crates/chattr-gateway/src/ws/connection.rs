@@ -245,8 +245,12 @@ impl Conn {
                         if let Incoming::Frame(frame) = &incoming {
                             debug!(trace_id = %trace.trace_hex(), frame = frame.type_name(), "frame received");
                         }
+                        let frame_type = match &incoming {
+                            Incoming::Frame(frame) => frame.type_name(),
+                            Incoming::Bad { .. } => "invalid",
+                        };
                         let handled = self.handle(who, incoming);
-                        Box::pin(chattr_core::trace::scope(trace, handled)).await
+                        Box::pin(chattr_core::trace::span("ws frame", || frame_type.to_owned(), trace, handled)).await
                     }
                     Err(end) => Err(end),
                 },
@@ -298,9 +302,18 @@ impl Conn {
         self.send(&ready).await?;
         for (id, last_seq) in latest {
             // Without a cursor the client starts live from the snapshot (it pages history).
-            let from = cursors.get(&id).copied().unwrap_or(last_seq).min(last_seq);
-            self.delivered.insert(id, from);
-            if from < last_seq {
+            let cursor = cursors.get(&id).copied().unwrap_or(last_seq);
+            if cursor > last_seq {
+                // The client has seen more than the store holds (restored from a backup):
+                // what it holds past `last_seq` is gone, and new messages will reuse those
+                // seqs. Tell it to start over from the store's state.
+                metrics::counter!(m::RESUMES, "result" => "resync").increment(1);
+                self.delivered.insert(id, last_seq);
+                self.feed(&ServerFrame::Resync { conversation_id: id, last_seq }).await?;
+                continue;
+            }
+            self.delivered.insert(id, cursor);
+            if cursor < last_seq {
                 self.catch_up(who, id, last_seq).await?;
             }
         }
@@ -395,14 +408,22 @@ impl Conn {
                     _ => {}
                 }
                 self.delivered.insert(conversation_id, seq);
+                let started = std::time::SystemTime::now();
                 self.feed_raw(&delivery).await?;
                 metrics::counter!(m::MESSAGES_DELIVERED).increment(1);
                 if let Some(committed) = delivery.meta.committed_ms {
                     let waited_ms = chattr_core::now().timestamp_millis().saturating_sub(committed).max(0);
                     metrics::histogram!(m::DELIVERY_LATENCY).record(waited_ms as f64 / 1000.0);
                 }
-                if let Some(trace) = delivery.meta.trace_id {
-                    debug!(trace_id = %format_args!("{trace:032x}"), %conversation_id, seq, "message written to socket");
+                if let Some(sender) = delivery.meta.trace {
+                    let hop = sender.child();
+                    debug!(trace_id = %hop.trace_hex(), %conversation_id, seq, "message written to socket");
+                    chattr_core::trace::record(
+                        "deliver",
+                        || format!("{conversation_id}/{seq}"),
+                        hop,
+                        started,
+                    );
                 }
                 Ok(())
             }

@@ -16,6 +16,14 @@ fn message_seq(f: &ServerFrame) -> Option<u64> {
     }
 }
 
+/// The first `resync` among `frames`: (conversation, last_seq).
+fn resync_in(frames: &[ServerFrame]) -> Option<(Uuid, u64)> {
+    frames.iter().find_map(|f| match f {
+        ServerFrame::Resync { conversation_id, last_seq } => Some((*conversation_id, *last_seq)),
+        _ => None,
+    })
+}
+
 #[tokio::test]
 async fn resume_after_a_dropped_socket_replays_exactly_what_was_missed() {
     let srv = TestServer::start().await;
@@ -61,13 +69,47 @@ async fn too_far_behind_gets_resync() {
     let (mut ws, _) = bob.connect(BTreeMap::from([(conv.id, 2)])).await.unwrap();
     let frames = until_synced(&mut ws).await;
     assert!(frames.iter().all(|f| message_seq(f).is_none()), "no partial replay");
-    let resync = frames.iter().find_map(|f| match f {
-        ServerFrame::Resync { conversation_id, last_seq } => Some((*conversation_id, *last_seq)),
-        _ => None,
-    });
+    let resync = resync_in(&frames);
     assert_eq!(resync, Some((conv.id, 12)));
     alice.send(conv.id, "k13", "after").await.unwrap();
     assert_eq!(wait_for(&mut ws, message_seq).await, 13);
+}
+
+/// A cursor ahead of the store (the database was restored from an older backup, so seqs
+/// the client saw will be handed out again) gets `resync` with the store's position, and
+/// the messages that reuse those seqs are delivered, to a raw socket and to `Live`.
+#[tokio::test]
+async fn a_cursor_ahead_of_the_store_gets_resync_and_then_the_reused_seqs() {
+    let srv = TestServer::start().await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let conv = alice.direct(bob.me().unwrap().id).await.unwrap();
+    for i in 1..=3 {
+        alice.send(conv.id, &format!("r{i}"), "kept").await.unwrap();
+    }
+    // Bob had seen up to 9 before the restore.
+    let (mut ws, _) = bob.connect(BTreeMap::from([(conv.id, 9)])).await.unwrap();
+    let frames = until_synced(&mut ws).await;
+    let resync = resync_in(&frames);
+    assert_eq!(resync, Some((conv.id, 3)), "{frames:?}");
+    alice.send(conv.id, "r4", "after the restore").await.unwrap();
+    assert_eq!(wait_for(&mut ws, message_seq).await, 4);
+
+    let mut live = Live::start(bob.clone(), BTreeMap::from([(conv.id, 9)])).await.unwrap();
+    alice.send(conv.id, "r5", "seen by live").await.unwrap();
+    let mut events = Vec::new();
+    loop {
+        match within(live.next()).await {
+            Some(LiveEvent::Resync { conversation_id, last_seq }) => events.push((conversation_id, last_seq)),
+            Some(LiveEvent::Message(m)) => {
+                assert_eq!(m.seq, 5, "the first message past the store's position is not dropped");
+                break;
+            }
+            Some(LiveEvent::Closed(r)) => panic!("closed: {r}"),
+            _ => {}
+        }
+    }
+    assert_eq!(events.first().map(|e| e.0), Some(conv.id), "live told its caller to reload");
 }
 
 #[tokio::test]

@@ -95,8 +95,8 @@ pub async fn outbox_records_every_mutation_in_order(store: DynStore) {
     assert_eq!(rows.into_iter().map(|r| r.event).collect::<Vec<_>>(), expected);
 }
 
-/// An outbox row carries the trace context of the request that wrote it (a child span of
-/// it), and none when the write ran outside any trace.
+/// An outbox row carries the trace context of the request that wrote it (its span, which
+/// the relay's hop names as parent), and none when the write ran outside any trace.
 pub async fn outbox_rows_carry_the_trace_context(store: DynStore) {
     use chattr_core::trace::{self, TraceContext};
     let request = TraceContext::new_root();
@@ -110,7 +110,7 @@ pub async fn outbox_rows_carry_the_trace_context(store: DynStore) {
     let written =
         TraceContext::parse(traced_row.traceparent.as_deref().expect("a traceparent")).expect("valid");
     assert_eq!(written.trace_id, request.trace_id, "same trace");
-    assert_ne!(written.span_id, request.span_id, "a hop of its own");
+    assert_eq!(written.span_id, request.span_id, "the writer's span");
     assert_eq!(of(untraced).expect("untraced row").traceparent, None);
 }
 
