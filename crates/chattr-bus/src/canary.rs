@@ -17,11 +17,15 @@ use crate::{BusConsumer, BusError, BusResult, DynBus, OutgoingRecord, StartFrom}
 /// The topic canary records go to.
 pub const TOPIC: &str = "chattr.canary";
 
+/// How long joining the canary's consumer group may take (a Kafka broker may hold a new
+/// group back for `group.initial.rebalance.delay.ms`, 3 s by default).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// One process's canary.
 pub struct Canary {
     bus: DynBus,
     group: String,
-    /// Joined on the first probe, and again after a failed one.
+    /// Joined on the first probe; joined again only after the consumer itself failed.
     consumer: Mutex<Option<Box<dyn BusConsumer>>>,
 }
 
@@ -31,29 +35,23 @@ impl Canary {
         Self { bus, group: format!("canary.{:032x}", rand_id()), consumer: Mutex::new(None) }
     }
 
-    /// Publishes a record and waits (at most `timeout`) to read it back.
+    /// Publishes a record and waits, at most `timeout`, to read it back. The first probe
+    /// first joins the canary's group, which may take up to [`JOIN_TIMEOUT`] on its own.
     pub async fn probe(&self, timeout: Duration) -> BusResult<()> {
-        match tokio::time::timeout(timeout, self.round_trip()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                // Start over with a fresh member next time.
-                *self.consumer.lock().await = None;
-                Err(e)
-            }
-            Err(_) => {
-                *self.consumer.lock().await = None;
-                Err(BusError::Backend(format!("canary record not read back within {timeout:?}")))
-            }
-        }
-    }
-
-    async fn round_trip(&self) -> BusResult<()> {
         let mut slot = self.consumer.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.bus.subscribe(TOPIC, &self.group, StartFrom::Latest).await?);
-        }
-        let Some(consumer) = slot.as_mut() else {
-            return Err(BusError::Backend("canary consumer missing".to_owned()));
+        let consumer = match slot.as_mut() {
+            Some(consumer) => consumer,
+            None => {
+                let joined = tokio::time::timeout(
+                    JOIN_TIMEOUT,
+                    self.bus.subscribe(TOPIC, &self.group, StartFrom::Latest),
+                )
+                .await
+                .map_err(|_| {
+                    BusError::Backend(format!("canary group not joined within {JOIN_TIMEOUT:?}"))
+                })??;
+                slot.insert(joined)
+            }
         };
         let nonce = format!("{:032x}", rand_id());
         let record = OutgoingRecord {
@@ -62,13 +60,41 @@ impl Canary {
             headers: Vec::new(),
             payload: Bytes::from(nonce.clone()),
         };
-        self.bus.publish(vec![record]).await?;
-        loop {
-            let seen = consumer.next().await?;
-            if seen.payload == nonce.as_bytes() {
-                return Ok(());
+        let round_trip = async {
+            self.bus.publish(vec![record]).await?;
+            loop {
+                // A failed read means a broken member: only then is it replaced.
+                let seen = consumer.next().await.map_err(Failure::Consumer)?;
+                if seen.payload == nonce.as_bytes() {
+                    // Committing lets the bus drop the canary's records (the in-process
+                    // bus keeps what any group still needs).
+                    consumer.commit(&seen).await.map_err(Failure::Consumer)?;
+                    return Ok(());
+                }
             }
+        };
+        match tokio::time::timeout(timeout, round_trip).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(Failure::Consumer(e))) => {
+                *slot = None;
+                Err(e)
+            }
+            Ok(Err(Failure::Publish(e))) => Err(e),
+            // The record may still arrive: the next probe skips it by its nonce.
+            Err(_) => Err(BusError::Backend(format!("canary record not read back within {timeout:?}"))),
         }
+    }
+}
+
+/// Why a round trip failed: publishing (the member is fine), or the member itself.
+enum Failure {
+    Publish(BusError),
+    Consumer(BusError),
+}
+
+impl From<BusError> for Failure {
+    fn from(e: BusError) -> Self {
+        Failure::Publish(e)
     }
 }
 

@@ -188,9 +188,12 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str, start: StartFrom) -> BusResult<Box<dyn BusConsumer>> {
+        // The lag metric names the topic and group as callers know them, without the prefix.
+        let lag = crate::metrics::consumer_lag(topic, group);
         let (topic, group) = (self.physical(topic), self.physical(group));
         self.topics.ensure(&topic).await?;
-        let consumer = KafkaConsumer::join(&self.settings, &self.departures, &topic, &group, start).await?;
+        let consumer =
+            KafkaConsumer::join(&self.settings, &self.departures, &topic, &group, start, lag).await?;
         if self.settings.topic_prefix.is_empty() {
             return Ok(Box::new(consumer));
         }

@@ -26,7 +26,11 @@ pub fn describe(topics: &[&'static str]) {
     }
 }
 
-/// The lag gauge of one consumer.
+/// The lag gauge of one consumer, by the topic's name without any deployment prefix.
+/// The canary's groups (one per process, with a random name) report none.
 pub(crate) fn consumer_lag(topic: &str, group: &str) -> metrics::Gauge {
+    if topic == crate::canary::TOPIC {
+        return metrics::Gauge::noop();
+    }
     metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "group" => group.to_owned())
 }

@@ -170,3 +170,25 @@ async fn topic_prefixes_keep_deployments_apart_on_one_cluster() {
     assert!(leak.is_err(), "b saw a's record: {leak:?}");
     assert!(chattr_bus::open(&format!("{}?topic_prefix=bad/name", shared().url())).is_err());
 }
+
+/// The canary (what `/ready` runs every few seconds) goes round on a real broker, for two
+/// processes' canaries side by side; fails while the broker is down; and goes round again
+/// once it is back, on the same member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_goes_round_fails_while_the_broker_is_down_and_recovers() {
+    use chattr_bus::canary::Canary;
+    let mut broker = KafkaServer::start();
+    let bus = chattr_bus::open(&broker.url()).expect("open");
+    let (a, b) = (Canary::new(bus.clone()), Canary::new(bus.clone()));
+    for _ in 0..3 {
+        a.probe(Duration::from_secs(10)).await.expect("a's round trip");
+        b.probe(Duration::from_secs(10)).await.expect("b's round trip");
+    }
+    tokio::task::block_in_place(|| broker.stop());
+    assert!(a.probe(Duration::from_secs(3)).await.is_err(), "no round trip without a broker");
+    tokio::task::block_in_place(|| broker.restart());
+    let deadline = Instant::now() + RECOVER_WAIT;
+    while let Err(e) = a.probe(Duration::from_secs(3)).await {
+        assert!(Instant::now() < deadline, "the canary did not recover: {e}");
+    }
+}

@@ -1,12 +1,12 @@
 //! A cache that times every call of the cache it wraps ([`crate::metrics`]). [`crate::open`]
 //! wraps every cache it opens.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::metrics::observe;
+use crate::metrics::Timer;
 use crate::{Cache, CacheResult, DynCache, PresenceState, PubSub, RateDecision, RateLimit};
 
 /// The wrapper.
@@ -15,9 +15,9 @@ pub struct Instrumented(pub DynCache);
 /// Awaits one call of the inner cache and records it under `op`.
 macro_rules! timed {
     ($op:literal, $call:expr) => {{
-        let started = Instant::now();
+        let timer = Timer::start($op);
         let out = $call.await;
-        observe($op, started, out.is_err());
+        timer.finish(out.is_err());
         out
     }};
 }

@@ -39,6 +39,11 @@ impl TraceContext {
         Self { trace_id: self.trace_id, span_id: Self::new_span_id(), parent_span_id: Some(self.span_id) }
     }
 
+    /// Another hop with the same parent (a retry of this one).
+    pub fn sibling(&self) -> Self {
+        Self { span_id: Self::new_span_id(), ..*self }
+    }
+
     fn new_span_id() -> u64 {
         // Never zero: an all-zero id is invalid in W3C trace context.
         rand::random::<u64>().max(1)

@@ -34,6 +34,9 @@ pub struct Hub {
 struct Inner {
     control: Box<dyn PubSubControl>,
     sockets: Mutex<HashMap<UserId, Vec<Arc<Slot>>>>,
+    /// Open sockets per session, for the sessions gauge (kept apart from `sockets`, which
+    /// the dispatcher locks for every delivery).
+    sessions: Mutex<HashMap<chattr_core::SessionId, u32>>,
     /// Serialises subscribe/unsubscribe so a socket never proceeds before its user's
     /// channel is subscribed (subscribe before snapshot).
     membership: tokio::sync::Mutex<()>,
@@ -86,20 +89,19 @@ impl Slot {
 }
 
 impl Inner {
-    /// Sets the gauges that need a look at every socket: sessions, users, queued
-    /// deliveries and the fullest queue.
+    /// Sets the gauges of sessions, users, queued deliveries and the fullest queue. The
+    /// queues need a look at every socket: one atomic read each, nothing allocated.
     fn sample(&self) {
-        let (users, sessions, queued, fullest) = {
+        let sessions = self.sessions.lock().len();
+        let (users, queued, fullest) = {
             let sockets = self.sockets.lock();
-            let mut sessions = std::collections::HashSet::new();
             let (mut queued, mut fullest) = (0usize, 0usize);
             for slot in sockets.values().flatten() {
-                sessions.insert(slot.session_id);
                 let waiting = self.queue_capacity.saturating_sub(slot.tx.capacity());
                 queued += waiting;
                 fullest = fullest.max(waiting);
             }
-            (sockets.len(), sessions.len(), queued, fullest)
+            (sockets.len(), queued, fullest)
         };
         metrics::gauge!(m::USERS).set(users as f64);
         metrics::gauge!(m::SESSIONS).set(sessions as f64);
@@ -124,6 +126,7 @@ impl Hub {
         let inner = Arc::new(Inner {
             control: pubsub.control,
             sockets: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             membership: tokio::sync::Mutex::new(()),
             next_id: AtomicU64::new(1),
             queue_capacity,
@@ -170,6 +173,7 @@ impl Hub {
             list.push(slot.clone());
             list.len() == 1
         };
+        *self.inner.sessions.lock().entry(who.session_id).or_default() += 1;
         if first {
             if let Err(e) = self.inner.control.subscribe(&[user_channel(who.user_id)]).await {
                 self.remove(who.user_id, slot.id);
@@ -193,15 +197,27 @@ impl Hub {
 
     /// Removes a slot; true if it was the user's last.
     fn remove(&self, user: UserId, id: u64) -> bool {
-        let mut sockets = self.inner.sockets.lock();
-        let Some(list) = sockets.get_mut(&user) else { return false };
-        list.retain(|s| s.id != id);
-        if list.is_empty() {
-            sockets.remove(&user);
-            true
-        } else {
-            false
+        let (session, last) = {
+            let mut sockets = self.inner.sockets.lock();
+            let Some(list) = sockets.get_mut(&user) else { return false };
+            let session = list.iter().find(|s| s.id == id).map(|s| s.session_id);
+            list.retain(|s| s.id != id);
+            let last = list.is_empty();
+            if last {
+                sockets.remove(&user);
+            }
+            (session, last)
+        };
+        if let Some(session) = session {
+            let mut sessions = self.inner.sessions.lock();
+            if let Some(count) = sessions.get_mut(&session) {
+                *count -= 1;
+                if *count == 0 {
+                    sessions.remove(&session);
+                }
+            }
         }
+        last
     }
 
     /// Number of sockets hosted.

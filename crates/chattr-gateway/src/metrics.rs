@@ -38,6 +38,24 @@ pub const RATE_LIMITED: &str = "chattr_gateway_rate_limited_total";
 /// Sockets told to go elsewhere because the gateway is stopping.
 pub const SHUTDOWN_CLOSES: &str = "chattr_gateway_shutdown_closes_total";
 
+/// Handles of the metrics touched for every message written to every socket, looked up
+/// once instead of per delivery (the first use must come after the process installed its
+/// recorder, which the server does before it serves anything).
+pub(crate) struct PerDelivery {
+    pub delivered: metrics::Counter,
+    pub latency: metrics::Histogram,
+    pub message_frames: metrics::Counter,
+}
+
+pub(crate) fn per_delivery() -> &'static PerDelivery {
+    static HANDLES: std::sync::OnceLock<PerDelivery> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| PerDelivery {
+        delivered: metrics::counter!(MESSAGES_DELIVERED),
+        latency: metrics::histogram!(DELIVERY_LATENCY),
+        message_frames: metrics::counter!(FRAMES_OUT, "type" => "message"),
+    })
+}
+
 /// Describes the metrics and creates the counters that must read zero rather than
 /// nothing on a healthy gateway.
 pub fn describe() {

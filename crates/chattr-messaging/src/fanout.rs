@@ -71,10 +71,13 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
         let trace = trace.unwrap_or_else(TraceContext::new_root);
         debug!(trace_id = %trace.trace_hex(), topic = %record.topic, offset = record.offset, "fanning out");
         // Retry one record until it is delivered to pub/sub: skipping it would lose it.
+        // Each attempt is a span of its own (a retry is a sibling of the failed attempt).
+        let mut attempt = trace;
         let topic = || record.topic.clone();
-        while let Err(e) = chattr_core::trace::span("fan-out", topic, trace, fanout.handle(&record)).await {
+        while let Err(e) = chattr_core::trace::span("fan-out", topic, attempt, fanout.handle(&record)).await {
             warn!(error = %e, "fan-out delivery failed, retrying");
             metrics::counter!(m::FANOUT_ERRORS).increment(1);
+            attempt = trace.sibling();
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(RETRY_DELAY) => {}

@@ -42,7 +42,9 @@ pub enum DeliveryKind {
 }
 
 /// What the gateway should know about a delivery besides its kind, for metrics and logs:
-/// carried as optional `key=value` header fields, so older gateways skip them.
+/// carried as optional `key=value` header fields, which a gateway skips when it does not
+/// know them. (Gateways before these fields existed refuse them on every kind but `m`:
+/// upgrade gateways before the producers of deliveries, see docs/operations.md.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Meta {
     /// The frame's `type` (one of [`ServerFrame::TYPES`]).

@@ -135,11 +135,12 @@ impl Balancer {
         F: Fn(Channel, Stamp) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        let started = std::time::Instant::now();
+        let timed = crate::metrics::Timed::start(
+            crate::metrics::CLIENT_SECONDS,
+            crate::metrics::client_label(self.service, method),
+        );
         let out = self.call_with_failover(method, retry, call).await;
-        let code = out.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
-        let label = format!("{}.{method}", self.service);
-        crate::metrics::observe(crate::metrics::CLIENT_SECONDS, label, code, started);
+        timed.finish(out.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         out
     }
 

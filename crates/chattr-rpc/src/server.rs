@@ -130,9 +130,8 @@ where
             .map_or_else(TraceContext::new_root, |c| c.child());
         let method = crate::metrics::method_label(request.uri().path());
         tracing::debug!(trace_id = %context.trace_hex(), %method, "gRPC call");
-        let started = std::time::Instant::now();
-        let detail = method.clone();
-        let call = trace::span("grpc call", move || detail, context, self.0.call(request));
+        let timed = crate::metrics::Timed::start(crate::metrics::SERVER_SECONDS, method);
+        let call = trace::span("grpc call", move || method.to_owned(), context, self.0.call(request));
         Box::pin(async move {
             let out = call.await;
             // A failed call answers with its status in the headers ("trailers only");
@@ -146,7 +145,7 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from_i32),
                 Err(_) => tonic::Code::Unknown,
             };
-            crate::metrics::observe(crate::metrics::SERVER_SECONDS, method, code, started);
+            timed.finish(code);
             out
         })
     }

@@ -648,13 +648,14 @@ async fn ready_follows_each_backend_down_and_back() {
             text.lines().find_map(|l| l.strip_prefix(line.as_str())).map(str::to_owned)
         }
     };
-    // Probes run every 5 s and may take 4 s: a change shows within 15 s.
+    // Probes run every 5 s and may take 4 s: a change shows within 15 s; after a Kafka
+    // restart the canary may first have to join its group again (rebalance included).
     async fn within<F: std::future::Future<Output = (u16, String)>>(
         what: &str,
         mut check: impl FnMut() -> F,
         want: impl Fn(u16, &str) -> bool,
     ) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (status, body) = check().await;
             if want(status, &body) {

@@ -131,12 +131,35 @@ async fn dashboards_alerts_and_traces_hold_on_a_live_cluster() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
     assert!(failures.is_empty(), "{} queries failed:\n{}", failures.len(), failures.join("\n"));
+    // The series are not just the zeros every process starts with: the traffic moved them.
+    for moved in [
+        "sum(chattr_gateway_frames_in_total{type=\"call_start\"}) > 0",
+        "sum(chattr_gateway_frames_out_total{type=\"message\"}) > 0",
+        "sum(chattr_gateway_messages_delivered_total) > 0",
+        "sum(chattr_gateway_delivery_latency_seconds_count) > 0",
+        "sum(chattr_rpc_server_seconds_count{method=\"messaging.send\", code=\"OK\"}) > 0",
+        "sum(chattr_rpc_client_seconds_count{method=\"messaging.send\", code=\"OK\"}) > 0",
+        "sum(chattr_store_op_seconds_count{op=\"insert_message\"}) > 0",
+        "sum(chattr_outbox_published_total) > 0",
+        "sum(chattr_bus_consume_delay_seconds_count{topic=\"chattr.conversations\"}) > 0",
+        "sum(chattr_fanout_messages_total) > 0",
+        "sum(chattr_auth_attempts_total{result=\"failure\"}) > 0",
+        "sum(chattr_auth_refreshes_total{result=\"success\"}) > 0",
+        "sum(chattr_video_calls_started_total) > 0",
+        "sum(chattr_video_calls_ended_total{outcome=\"completed\"}) > 0",
+        "sum(chattr_messaging_call_summaries_total) > 0",
+        "sum(chattr_gateway_resume_total{result=\"ok\"}) > 0",
+        "min(chattr_backend_up) > 0",
+    ] {
+        assert!(series(&http, &prometheus, moved).await.is_ok(), "not moved by the traffic: {moved}");
+    }
     // Every process was scraped.
     let up = series(&http, &prometheus, "up == 1").await.unwrap();
     assert_eq!(up.len(), cluster.roles().count(), "targets up: {up:?}");
     sender.abort();
 
     // ---- 2. one trace id through every hop ----
+    b.close().await;
     let (mut b, _) = bob.connect(BTreeMap::new()).await.unwrap();
     let traced = alice.direct(bob_id).await.unwrap();
     let fresh = alice.group("traced", &[bob_id]).await.unwrap();
@@ -191,7 +214,10 @@ async fn dashboards_alerts_and_traces_hold_on_a_live_cluster() {
         let complete = want
             .iter()
             .all(|(service, name)| spans.iter().any(|(s, span)| s == service && span["name"] == *name));
-        if complete {
+        // Both gateways write the message (Alice's own socket on gateway 0, Bob's on
+        // gateway 1), each exporting its span in its own time.
+        let delivered = spans.iter().filter(|(_, s)| s["name"] == "deliver").count();
+        if complete && delivered >= 2 {
             break spans;
         }
         assert!(Instant::now() < deadline, "spans of trace {trace} so far: {spans:#?}");
@@ -201,6 +227,9 @@ async fn dashboards_alerts_and_traces_hold_on_a_live_cluster() {
     println!("trace {trace}: {} spans\n  {}", spans.len(), hops.join("\n  "));
     let ids: std::collections::HashSet<&str> =
         spans.iter().filter_map(|(_, s)| s["spanId"].as_str()).collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let delivered = collector.spans_of(&trace).iter().filter(|(_, s)| s["name"] == "deliver").count();
+    assert_eq!(delivered, 2, "one deliver span per member socket, no more");
     let roots: Vec<_> = spans.iter().filter(|(_, s)| s.get("parentSpanId").is_none()).collect();
     assert_eq!(roots.len(), 1, "one root (the sender's frame): {roots:#?}");
     assert_eq!(roots[0].1["name"], "ws frame");

@@ -1,13 +1,11 @@
 //! A store that times every call of the store it wraps ([`crate::metrics`]). [`crate::open`]
 //! wraps every store it opens, so each backend is measured the same way.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
 use chattr_api::v1::{Message, User};
 use chattr_core::{ConversationId, MessageId, SessionId, Timestamp, UserId};
 
-use crate::metrics::observe;
+use crate::metrics::Timer;
 use crate::{
     ConversationRecord, ConversationSummary, DynStore, Lease, Membership, MessageChange, NewConversation,
     NewMessage, OutboxBacklog, OutboxRow, RotateOutcome, SessionRecord, Store, StoreResult, UserRecord,
@@ -19,9 +17,9 @@ pub struct Instrumented(pub DynStore);
 /// Awaits one call of the inner store and records it under `op`.
 macro_rules! timed {
     ($op:literal, $call:expr) => {{
-        let started = Instant::now();
+        let timer = Timer::start($op);
         let out = $call.await;
-        observe($op, started, out.as_ref().err());
+        timer.finish(out.as_ref().err());
         out
     }};
 }

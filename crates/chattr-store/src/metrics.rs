@@ -53,10 +53,37 @@ pub fn describe() {
     }
 }
 
-/// Records one call.
-pub(crate) fn observe(op: &'static str, started: Instant, error: Option<&StoreError>) {
-    metrics::histogram!(OP_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
-    if matches!(error, Some(StoreError::Backend(_) | StoreError::Unavailable(_))) {
-        metrics::counter!(ERRORS, "op" => op).increment(1);
+/// Times one call; records its latency when finished, and also when dropped before (a
+/// caller gave up), so the slowest calls are not missing from the histogram.
+pub(crate) struct Timer {
+    op: &'static str,
+    started: Instant,
+    recorded: bool,
+}
+
+impl Timer {
+    pub(crate) fn start(op: &'static str) -> Self {
+        Self { op, started: Instant::now(), recorded: false }
+    }
+
+    /// Records the call, counting it as an error when the backend failed.
+    pub(crate) fn finish(mut self, error: Option<&StoreError>) {
+        self.record();
+        if matches!(error, Some(StoreError::Backend(_) | StoreError::Unavailable(_))) {
+            metrics::counter!(ERRORS, "op" => self.op).increment(1);
+        }
+    }
+
+    fn record(&mut self) {
+        self.recorded = true;
+        metrics::histogram!(OP_SECONDS, "op" => self.op).record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record();
+        }
     }
 }

@@ -46,33 +46,45 @@ impl Prometheus {
     /// missing (scripts/test.sh installs it) or it does not start.
     pub fn start(jobs: &[Job], rule_files: &[&Path]) -> Prometheus {
         let binary = std::env::var("CHATTR_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
-        let dir = tempfile::Builder::new().prefix("chattr-prometheus-").tempdir().expect("temp dir").keep();
-        std::fs::write(dir.join("prometheus.yml"), config(jobs, rule_files)).expect("writing the config");
-        let port = crate::redis::free_port();
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(WATCHDOG)
-            .arg("sh")
-            .arg(std::process::id().to_string())
-            .arg(&dir)
-            .arg(&binary)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary} (run scripts/test.sh to install it): {e}"));
-        let prometheus = Prometheus { port, dir, watchdog };
+        // A free port found by binding :0 may be taken before Prometheus binds it: retry.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir =
+                tempfile::Builder::new().prefix("chattr-prometheus-").tempdir().expect("temp dir").keep();
+            std::fs::write(dir.join("prometheus.yml"), config(jobs, rule_files)).expect("writing the config");
+            let port = crate::redis::free_port();
+            let watchdog = Command::new("sh")
+                .arg("-c")
+                .arg(WATCHDOG)
+                .arg("sh")
+                .arg(std::process::id().to_string())
+                .arg(&dir)
+                .arg(&binary)
+                .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {binary} (run scripts/test.sh to install it): {e}"));
+            let mut prometheus = Prometheus { port, dir, watchdog };
+            if prometheus.wait_ready() {
+                return prometheus;
+            }
+            last_log = prometheus.log();
+        }
+        panic!("prometheus did not start; its log:\n{last_log}");
+    }
+
+    /// Waits until it answers `/-/ready`; false if it exited or took too long.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + START_WAIT;
-        while prometheus.get("/-/ready").is_none_or(|(status, _)| status != 200) {
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready within {START_WAIT:?}; its log:\n{}",
-                prometheus.log()
-            );
+        while self.get("/-/ready").is_none_or(|(status, _)| status != 200) {
+            if Instant::now() > deadline || matches!(self.watchdog.try_wait(), Ok(Some(_))) {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        prometheus
+        true
     }
 
     /// The base URL of its HTTP API.

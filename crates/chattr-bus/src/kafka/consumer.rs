@@ -90,6 +90,7 @@ impl KafkaConsumer {
         topic: &str,
         group: &str,
         start: StartFrom,
+        lag: metrics::Gauge,
     ) -> BusResult<KafkaConsumer> {
         departures.wait(group).await;
         let (assigned_tx, mut assigned) = watch::channel(false);
@@ -99,7 +100,7 @@ impl KafkaConsumer {
             owned: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
             assigned: assigned_tx,
-            lag: crate::metrics::consumer_lag(topic, group),
+            lag,
         };
         let consumer: BaseConsumer<GroupContext> = settings
             .consumer(group, start)

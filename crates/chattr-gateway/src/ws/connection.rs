@@ -314,7 +314,12 @@ impl Conn {
             }
             self.delivered.insert(id, cursor);
             if cursor < last_seq {
+                // Replayed, or told to resync past the replay limit (counted there).
                 self.catch_up(who, id, last_seq).await?;
+            }
+            let replayable = last_seq - cursor <= self.state.settings.replay_limit;
+            if cursors.contains_key(&id) && replayable {
+                metrics::counter!(m::RESUMES, "result" => "ok").increment(1);
             }
         }
         self.send(&ServerFrame::Synced).await?;
@@ -366,7 +371,6 @@ impl Conn {
             last = newest;
         }
         self.delivered.insert(id, last.max(until));
-        metrics::counter!(m::RESUMES, "result" => "ok").increment(1);
         Ok(())
     }
 
@@ -409,11 +413,12 @@ impl Conn {
                 }
                 self.delivered.insert(conversation_id, seq);
                 let started = std::time::SystemTime::now();
-                self.feed_raw(&delivery).await?;
-                metrics::counter!(m::MESSAGES_DELIVERED).increment(1);
+                self.feed_message(&delivery).await?;
+                let hot = m::per_delivery();
+                hot.delivered.increment(1);
                 if let Some(committed) = delivery.meta.committed_ms {
                     let waited_ms = chattr_core::now().timestamp_millis().saturating_sub(committed).max(0);
-                    metrics::histogram!(m::DELIVERY_LATENCY).record(waited_ms as f64 / 1000.0);
+                    hot.latency.record(waited_ms as f64 / 1000.0);
                 }
                 if let Some(sender) = delivery.meta.trace {
                     let hop = sender.child();
@@ -628,6 +633,17 @@ impl Conn {
         let json = serde_json::to_string(frame).map_err(|_| End::Close(1011, "internal error"))?;
         io(self.sink.feed(WsMessage::Text(Utf8Bytes::from(json))), self.slot.as_deref()).await?;
         metrics::counter!(m::FRAMES_OUT, "type" => frame.type_name()).increment(1);
+        Ok(())
+    }
+
+    /// Queues a `message` delivery (the hot path: its counter handle is cached).
+    async fn feed_message(&mut self, delivery: &Delivery) -> Result<(), End> {
+        let Ok(text) = Utf8Bytes::try_from(delivery.frame.clone()) else {
+            warn!("non-utf8 delivery dropped");
+            return Ok(());
+        };
+        io(self.sink.feed(WsMessage::Text(text)), self.slot.as_deref()).await?;
+        m::per_delivery().message_frames.increment(1);
         Ok(())
     }
 
