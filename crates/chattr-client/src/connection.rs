@@ -16,10 +16,32 @@ pub struct Connection {
 impl Connection {
     /// Opens a socket to the server at `base` (http → ws, https → wss). Sends no frame.
     pub async fn open(base: &url::Url) -> ClientResult<Self> {
-        let mut url = base.join("/v1/ws").map_err(|e| ClientError::Transport(e.to_string()))?;
-        let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
-        url.set_scheme(scheme).map_err(|_| ClientError::Transport("cannot set ws scheme".to_owned()))?;
+        let url = ws_url(base)?;
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Self { ws })
+    }
+
+    /// Like [`Connection::open`], from the local address `local` (a load generator spreads
+    /// its sockets over 127.0.0.x so as not to run out of ports). Plain `ws://` only.
+    pub async fn open_from(base: &url::Url, local: std::net::IpAddr) -> ClientResult<Self> {
+        let url = ws_url(base)?;
+        let transport = |e: std::io::Error| ClientError::Transport(e.to_string());
+        let host = url.host_str().ok_or_else(|| ClientError::Transport("no host in the url".to_owned()))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let remote = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(transport)?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| ClientError::Transport(format!("{host} has no address like {local}")))?;
+        let socket =
+            if local.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+                .map_err(transport)?;
+        socket.bind(std::net::SocketAddr::new(local, 0)).map_err(transport)?;
+        let stream = socket.connect(remote).await.map_err(transport)?;
+        stream.set_nodelay(true).map_err(transport)?;
+        let (ws, _) = tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         Ok(Self { ws })
@@ -69,4 +91,12 @@ impl Connection {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// `/v1/ws` on the server at `base`, with the WebSocket scheme.
+fn ws_url(base: &url::Url) -> ClientResult<url::Url> {
+    let mut url = base.join("/v1/ws").map_err(|e| ClientError::Transport(e.to_string()))?;
+    let scheme = if base.scheme() == "https" { "wss" } else { "ws" };
+    url.set_scheme(scheme).map_err(|_| ClientError::Transport("cannot set ws scheme".to_owned()))?;
+    Ok(url)
 }

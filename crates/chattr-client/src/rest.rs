@@ -373,9 +373,22 @@ impl Client {
         &self,
         cursors: std::collections::BTreeMap<Uuid, u64>,
     ) -> ClientResult<(Connection, ServerFrame)> {
+        self.connect_from(cursors, None).await
+    }
+
+    /// Like [`Client::connect`], from the local address `local` if given.
+    pub async fn connect_from(
+        &self,
+        cursors: std::collections::BTreeMap<Uuid, u64>,
+        local: Option<std::net::IpAddr>,
+    ) -> ClientResult<(Connection, ServerFrame)> {
         let token = self.access_token().ok_or(ClientError::NotSignedIn)?;
         let base = self.base().clone();
-        let mut conn = match Connection::open(&base).await {
+        let opened = match local {
+            Some(local) => Connection::open_from(&base, local).await,
+            None => Connection::open(&base).await,
+        };
+        let mut conn = match opened {
             Ok(conn) => conn,
             Err(e) => {
                 // The next attempt (Live reconnects with backoff) goes to the next server.
