@@ -8,6 +8,10 @@ use chattr_proto::auth::AuthError;
 #[derive(Clone)]
 pub struct Hasher {
     params: Params,
+    /// At most this many hashes run at once: each takes `memory_kib` of memory and a core,
+    /// so a storm of logins queues here instead of taking the memory of hundreds of
+    /// blocking threads at once.
+    running: std::sync::Arc<tokio::sync::Semaphore>,
     /// A hash of a random password, verified against when the username is unknown, so a
     /// login for a missing user costs the same time as for an existing one.
     dummy_hash: String,
@@ -18,9 +22,16 @@ impl Hasher {
     pub fn new(memory_kib: u32, iterations: u32) -> Result<Self, AuthError> {
         let params = Params::new(memory_kib, iterations, 1, None)
             .map_err(|e| AuthError::Internal(format!("argon2 params: {e}")))?;
-        let mut hasher = Self { params, dummy_hash: String::new() };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let running = std::sync::Arc::new(tokio::sync::Semaphore::new(cores));
+        let mut hasher = Self { params, running, dummy_hash: String::new() };
         hasher.dummy_hash = hasher.hash_blocking("chattr-dummy-password-for-timing")?;
         Ok(hasher)
+    }
+
+    /// Waits for a free hashing slot.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AuthError> {
+        self.running.acquire().await.map_err(|_| AuthError::Internal("hasher closed".to_owned()))
     }
 
     fn argon(&self) -> Argon2<'static> {
@@ -37,6 +48,7 @@ impl Hasher {
 
     /// Hashes a password on the blocking pool; returns the PHC string.
     pub async fn hash(&self, password: String) -> Result<String, AuthError> {
+        let _turn = self.turn().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
@@ -52,6 +64,7 @@ impl Hasher {
     /// Verifies a password against a PHC string (or the dummy hash when `None`) on the
     /// blocking pool. Always false for `None`.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, AuthError> {
+        let _turn = self.turn().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();

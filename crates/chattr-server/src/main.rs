@@ -8,6 +8,12 @@ use anyhow::Context;
 use chattr_server::{Role, Server, Settings};
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: it gives large freed blocks (Argon2's
+/// 19 MiB per hash) back to the system, where glibc keeps them in its per-thread arenas,
+/// so a process that has hashed a few hundred passwords stays small.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "chattr", version, about = "Chattr: real-time chat that never loses a message")]
 struct Cli {
