@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chattr_bench::{idle, pairs, source_addresses};
+use chattr_bench::{chat, idle, source_addresses};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -27,6 +27,23 @@ enum Scenario {
         pairs: usize,
         /// Messages a second, over all pairs.
         #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
+    /// Fan-out: groups of users, one member of each sending at an even share of the rate.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Groups.
+        #[arg(long, default_value_t = 10)]
+        groups: usize,
+        /// Members of each group (one sends, the others receive).
+        #[arg(long, default_value_t = 50)]
+        members: usize,
+        /// Messages a second, over all groups.
+        #[arg(long, default_value_t = 100.0)]
         rate: f64,
         /// Seconds to send.
         #[arg(long, default_value_t = 10.0)]
@@ -70,31 +87,10 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let (report, verified, json) = match cli.scenario {
             Scenario::Pairs { common, pairs, rate, duration } => {
-                let progress = Arc::new(pairs::Progress::default());
-                let ticker = tokio::spawn(tick({
-                    let p = progress.clone();
-                    move || {
-                        let (s, a, d) = (
-                            p.sent.load(Ordering::Relaxed),
-                            p.acked.load(Ordering::Relaxed),
-                            p.delivered.load(Ordering::Relaxed),
-                        );
-                        format!("sent {s}  acked {a}  delivered {d}")
-                    }
-                }));
-                let config = pairs::Config {
-                    server: common.server,
-                    pairs,
-                    rate,
-                    duration: Duration::from_secs_f64(duration),
-                    drain: Duration::from_secs(10),
-                    sources: source_addresses(common.sources),
-                    server_pid: common.server_pid,
-                };
-                let report = pairs::run(config, progress).await?;
-                ticker.abort();
-                let verified = report.verified();
-                (serde_json::to_string_pretty(&report)?, verified, common.json)
+                run_chat(common, pairs, 2, rate, duration).await?
+            }
+            Scenario::Fanout { common, groups, members, rate, duration } => {
+                run_chat(common, groups, members, rate, duration).await?
             }
             Scenario::Idle { common, connections, users, hold } => {
                 let progress = Arc::new(idle::Progress::default());
@@ -130,6 +126,42 @@ fn main() -> anyhow::Result<()> {
         anyhow::ensure!(verified, "the run did not verify (see the report): not a valid result");
         Ok(())
     })
+}
+
+/// Runs the chat scenario: `conversations` of `members` users.
+async fn run_chat(
+    common: Common,
+    conversations: usize,
+    members: usize,
+    rate: f64,
+    duration: f64,
+) -> anyhow::Result<(String, bool, Option<std::path::PathBuf>)> {
+    let progress = Arc::new(chat::Progress::default());
+    let ticker = tokio::spawn(tick({
+        let p = progress.clone();
+        move || {
+            let (s, a, d) = (
+                p.sent.load(Ordering::Relaxed),
+                p.acked.load(Ordering::Relaxed),
+                p.delivered.load(Ordering::Relaxed),
+            );
+            format!("sent {s}  acked {a}  delivered {d}")
+        }
+    }));
+    let config = chat::Config {
+        server: common.server,
+        conversations,
+        members,
+        rate,
+        duration: Duration::from_secs_f64(duration),
+        drain: Duration::from_secs(10),
+        sources: source_addresses(common.sources),
+        server_pid: common.server_pid,
+    };
+    let report = chat::run(config, progress).await?;
+    ticker.abort();
+    let verified = report.verified();
+    Ok((serde_json::to_string_pretty(&report)?, verified, common.json))
 }
 
 /// Prints `line()` over itself every second on stderr.

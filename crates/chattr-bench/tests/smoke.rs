@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chattr_bench::{idle, pairs, source_addresses};
+use chattr_bench::{chat, idle, source_addresses};
 use chattr_server::{Server, Settings};
 
 async fn server() -> (Server, url::Url, tempfile::TempDir) {
@@ -22,18 +22,19 @@ async fn server() -> (Server, url::Url, tempfile::TempDir) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_runs_and_verifies() {
     let (server, url, _dir) = server().await;
-    let config = pairs::Config {
+    let config = chat::Config {
         server: url,
         // 10 a second per sender: under the gateway's per-socket limit (20).
-        pairs: 20,
+        conversations: 20,
+        members: 2,
         rate: 200.0,
         duration: Duration::from_secs(2),
         drain: Duration::from_secs(10),
         sources: source_addresses(2),
         server_pid: Some(std::process::id()),
     };
-    let progress = Arc::new(pairs::Progress::default());
-    let report = pairs::run(config, progress).await.unwrap();
+    let progress = Arc::new(chat::Progress::default());
+    let report = chat::run(config, progress).await.unwrap();
     assert!(report.verified(), "{report:#?}");
     assert!(report.sent >= 300, "the schedule sent {} of ~400", report.sent);
     assert_eq!(report.acked, report.sent, "{report:#?}");
@@ -41,6 +42,28 @@ async fn pairs_runs_and_verifies() {
     assert_eq!(report.deliver.count, report.delivered);
     assert!(report.ack.p50_ms > 0.0 && report.deliver.p99_ms >= report.deliver.p50_ms);
     assert!(report.server.is_some());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_runs_and_verifies() {
+    let (server, url, _dir) = server().await;
+    let config = chat::Config {
+        server: url,
+        conversations: 3,
+        members: 8,
+        rate: 30.0,
+        duration: Duration::from_secs(2),
+        drain: Duration::from_secs(10),
+        sources: source_addresses(2),
+        server_pid: Some(std::process::id()),
+    };
+    let report = chat::run(config, Arc::new(chat::Progress::default())).await.unwrap();
+    assert!(report.verified(), "{report:#?}");
+    assert_eq!(report.scenario, "fanout");
+    assert!(report.acked >= 45, "the schedule sent {} of ~60", report.acked);
+    assert_eq!(report.delivered, report.acked * 7, "every receiver got every message: {report:#?}");
+    assert_eq!(report.deliver.count, report.delivered);
     server.shutdown().await;
 }
 

@@ -1,10 +1,11 @@
-//! 1:1 chat: `pairs` pairs of users, each with a direct conversation; one side of each
-//! pair sends over its WebSocket at an even share of `rate` messages a second, the other
-//! receives. Measures send→ack (the durable acknowledgement) and send→deliver (the frame
-//! on the receiver's socket), both from the moment each send was due.
+//! Chat under load: `conversations` conversations of `members` users each (2: a direct
+//! conversation, the 1:1 scenario; more: a group, the fan-out scenario). One member of each
+//! sends over its WebSocket at an even share of `rate` messages a second; every other
+//! member receives. Measures send→ack (the durable acknowledgement) and send→deliver (the
+//! frame on each receiver's socket), both from the moment each send was due.
 //!
 //! Every delivery is checked: its seq must follow the previous one of its conversation,
-//! and every acknowledged message must arrive exactly once.
+//! and every acknowledged message must reach every receiver exactly once.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -26,8 +27,10 @@ use crate::process::{self, Used};
 pub struct Config {
     /// The server (a gateway).
     pub server: url::Url,
-    /// How many pairs of users.
-    pub pairs: usize,
+    /// How many conversations.
+    pub conversations: usize,
+    /// Users in each (2 or more): one sends, the others receive.
+    pub members: usize,
     /// Messages a second, over all pairs.
     pub rate: f64,
     /// How long to send.
@@ -44,13 +47,16 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
-    pub pairs: usize,
+    pub conversations: usize,
+    pub members: usize,
     pub target_rate: f64,
     pub duration_secs: f64,
     pub sent: u64,
     pub acked: u64,
     pub delivered: u64,
-    /// Acknowledged but never delivered.
+    /// Deliveries a second (each message counts once per receiver).
+    pub deliveries_per_second: f64,
+    /// Acknowledged but never delivered (counted per receiver).
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
@@ -82,65 +88,110 @@ pub struct Progress {
 
 /// Sets up the users and conversations, runs the schedule, and reports.
 pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Report> {
-    anyhow::ensure!(config.pairs > 0 && config.rate > 0.0, "need at least one pair and a positive rate");
+    let (n, members) = (config.conversations, config.members);
+    anyhow::ensure!(
+        n > 0 && members >= 2 && config.rate > 0.0,
+        "need a conversation of 2 or more and a positive rate"
+    );
     let tag = crate::run_tag();
-    let names = (0..config.pairs).flat_map(|i| [format!("{tag}s{i}"), format!("{tag}r{i}")]).collect();
+    let names = (0..n)
+        .flat_map(|i| (0..members).map(move |m| (i, m)))
+        .map(|(i, m)| format!("{tag}c{i}m{m}"))
+        .collect();
     let clients = crate::sign_up(&config.server, names).await?;
-    let mut pairs = Vec::with_capacity(config.pairs);
-    for (i, two) in clients.chunks(2).enumerate() {
-        let (sender, receiver) = (two[0].clone(), two[1].clone());
-        let receiver_id = receiver.me()?.id;
-        let conversation = sender.direct(receiver_id).await.context("creating a direct conversation")?.id;
-        let from = |k: usize| config.sources.get((2 * i + k) % config.sources.len().max(1)).copied();
-        let (out, _) = sender.connect_from(BTreeMap::new(), from(0)).await.context("connecting a sender")?;
-        let (inbox, _) =
-            receiver.connect_from(BTreeMap::new(), from(1)).await.context("connecting a receiver")?;
-        pairs.push((conversation, out, inbox));
+    let mut setups = Vec::with_capacity(n);
+    let mut socket = 0usize;
+    let mut from = || {
+        socket += 1;
+        config.sources.get(socket % config.sources.len().max(1)).copied()
+    };
+    for group in clients.chunks(members) {
+        let sender = &group[0];
+        let others: Vec<uuid::Uuid> =
+            group[1..].iter().map(|c| c.me().map(|u| u.id)).collect::<Result<_, _>>()?;
+        let conversation = if members == 2 {
+            sender.direct(others[0]).await.context("creating a direct conversation")?.id
+        } else {
+            sender.group("bench", &others).await.context("creating a group")?.id
+        };
+        let (out, _) = sender.connect_from(BTreeMap::new(), from()).await.context("connecting a sender")?;
+        let mut inboxes = Vec::with_capacity(members - 1);
+        for receiver in &group[1..] {
+            let (inbox, _) =
+                receiver.connect_from(BTreeMap::new(), from()).await.context("connecting a receiver")?;
+            inboxes.push(inbox);
+        }
+        setups.push((conversation, out, inboxes));
     }
 
-    // Each pair sends every `interval`, the pairs staggered evenly over one interval.
-    let interval = Duration::from_secs_f64(config.pairs as f64 / config.rate);
+    // Each conversation sends every `interval`, staggered evenly over one interval.
+    let interval = Duration::from_secs_f64(n as f64 / config.rate);
     let start = Instant::now() + Duration::from_millis(200);
     let end = start + config.duration;
     let before = config.server_pid.and_then(process::usage);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (conversation, out, inbox)) in pairs.into_iter().enumerate() {
-        let offset = interval.mul_f64(i as f64 / config.pairs as f64);
+    for (i, (conversation, out, inboxes)) in setups.into_iter().enumerate() {
+        let offset = interval.mul_f64(i as f64 / n as f64);
         let schedule = Schedule { first: start + offset, interval, end };
         let sent = Arc::new(AtomicU64::new(0));
         let sending = Arc::new(AtomicU64::new(1));
-        tasks.spawn(send(i, conversation, out, schedule, sent.clone(), sending.clone(), progress.clone()));
-        tasks.spawn(receive(i, inbox, schedule, sent, sending, config.drain, progress.clone()));
+        let (s, p) = (sent.clone(), progress.clone());
+        let sending_flag = sending.clone();
+        tasks.spawn(async move {
+            (Side::Sender, i, send(i, conversation, out, schedule, s, sending_flag, p).await)
+        });
+        for inbox in inboxes {
+            let (sent, sending, p) = (sent.clone(), sending.clone(), progress.clone());
+            let drain = config.drain;
+            tasks.spawn(async move {
+                (Side::Receiver, i, receive(i, inbox, schedule, sent, sending, drain, p).await)
+            });
+        }
     }
     let mut totals = Totals::default();
+    let mut acked: Vec<HashSet<String>> = vec![HashSet::new(); n];
+    let mut received: Vec<(usize, HashSet<String>)> = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        totals.add(done?);
+        let (side, i, mut part) = done?;
+        match side {
+            Side::Sender => acked[i] = std::mem::take(&mut part.acked_ids),
+            Side::Receiver => received.push((i, std::mem::take(&mut part.delivered_ids))),
+        }
+        totals.add(part);
     }
     let seconds = config.duration.as_secs_f64();
     let after = config.server_pid.and_then(process::usage);
-    let acked = totals.acked_ids.len() as u64;
-    let lost = totals.acked_ids.difference(&totals.delivered_ids).count() as u64;
+    let acked_count: u64 = acked.iter().map(|a| a.len() as u64).sum();
+    let lost = received.iter().map(|(i, got)| acked[*i].difference(got).count() as u64).sum();
     Ok(Report {
-        scenario: "pairs",
-        pairs: config.pairs,
+        scenario: if members == 2 { "pairs" } else { "fanout" },
+        conversations: n,
+        members,
         target_rate: config.rate,
         duration_secs: seconds,
         sent: totals.sent,
-        acked,
+        acked: acked_count,
         delivered: totals.delivered,
+        deliveries_per_second: totals.delivered as f64 / seconds,
         lost,
         duplicated: totals.duplicated,
         out_of_order: totals.out_of_order,
         refused: totals.refused,
         refused_codes: totals.refused_codes,
-        achieved_rate: acked as f64 / seconds,
+        achieved_rate: acked_count as f64 / seconds,
         ack: totals.ack.summary(),
         deliver: totals.deliver.summary(),
         server: before.zip(after).map(|(b, a)| process::used(b, a, seconds)),
     })
 }
 
-/// When one pair sends: `first`, then every `interval`, until `end`.
+/// Which end of a conversation a task was.
+enum Side {
+    Sender,
+    Receiver,
+}
+
+/// When one conversation sends: `first`, then every `interval`, until `end`.
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
     first: Instant,
@@ -180,14 +231,12 @@ impl Totals {
         self.delivered += other.delivered;
         self.duplicated += other.duplicated;
         self.out_of_order += other.out_of_order;
-        self.acked_ids.extend(other.acked_ids);
-        self.delivered_ids.extend(other.delivered_ids);
         self.ack.merge(&other.ack);
         self.deliver.merge(&other.deliver);
     }
 }
 
-/// `p<pair>-<k>`: which send a message is.
+/// `p<conversation>-<k>`: which send a message is.
 fn message_id(pair: usize, k: u64) -> String {
     format!("p{pair}-{k}")
 }
@@ -196,7 +245,7 @@ fn send_number(id: &str) -> Option<u64> {
     id.rsplit_once('-')?.1.parse().ok()
 }
 
-/// The sending side of pair `i`: sends on schedule, and reads the acks in between.
+/// The sender of conversation `i`: sends on schedule, and reads the acks in between.
 async fn send(
     i: usize,
     conversation: uuid::Uuid,
@@ -258,7 +307,7 @@ async fn send(
     totals
 }
 
-/// The receiving side of pair `i`: checks each delivery and measures it, until everything
+/// One receiver in conversation `i`: checks each delivery and measures it, until everything
 /// sent arrived or `drain` after the end.
 async fn receive(
     i: usize,
