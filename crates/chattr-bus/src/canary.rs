@@ -98,18 +98,8 @@ impl From<BusError> for Failure {
     }
 }
 
-/// A random id without a dependency on an RNG crate: the standard library's randomly
-/// seeded hasher, mixed with the time.
 fn rand_id() -> u128 {
-    use std::hash::{BuildHasher, Hasher};
-    let seed = std::collections::hash_map::RandomState::new();
-    let mut a = seed.build_hasher();
-    a.write_u128(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
-    );
-    let mut b = seed.build_hasher();
-    b.write_u64(a.finish());
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    rand::random::<u128>()
 }
 
 #[cfg(test)]

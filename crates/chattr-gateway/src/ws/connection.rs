@@ -63,6 +63,16 @@ enum Incoming {
     },
 }
 
+impl Incoming {
+    /// The frame's `type`, or `invalid` (for metrics, logs and spans).
+    fn type_name(&self) -> &'static str {
+        match self {
+            Incoming::Frame(frame) => frame.type_name(),
+            Incoming::Bad { .. } => "invalid",
+        }
+    }
+}
+
 /// Runs a socket to completion.
 pub async fn run(socket: WebSocket, state: GatewayState) {
     let (sink, stream) = socket.split();
@@ -242,13 +252,8 @@ impl Conn {
                     Ok(incoming) => {
                         // Each frame starts a trace that follows its work to every hop.
                         let trace = TraceContext::new_root();
-                        if let Incoming::Frame(frame) = &incoming {
-                            debug!(trace_id = %trace.trace_hex(), frame = frame.type_name(), "frame received");
-                        }
-                        let frame_type = match &incoming {
-                            Incoming::Frame(frame) => frame.type_name(),
-                            Incoming::Bad { .. } => "invalid",
-                        };
+                        let frame_type = incoming.type_name();
+                        debug!(trace_id = %trace.trace_hex(), frame = frame_type, "frame received");
                         let handled = self.handle(who, incoming);
                         Box::pin(chattr_core::trace::span("ws frame", || frame_type.to_owned(), trace, handled)).await
                     }
@@ -413,7 +418,7 @@ impl Conn {
                 }
                 self.delivered.insert(conversation_id, seq);
                 let started = std::time::SystemTime::now();
-                self.feed_message(&delivery).await?;
+                self.feed_raw(&delivery).await?;
                 let hot = m::per_delivery();
                 hot.delivered.increment(1);
                 if let Some(committed) = delivery.meta.committed_ms {
@@ -619,11 +624,7 @@ impl Conn {
             } else {
                 parse(text.as_str())
             };
-            let frame_type = match &incoming {
-                Incoming::Frame(frame) => frame.type_name(),
-                Incoming::Bad { .. } => "invalid",
-            };
-            metrics::counter!(m::FRAMES_IN, "type" => frame_type).increment(1);
+            metrics::counter!(m::FRAMES_IN, "type" => incoming.type_name()).increment(1);
             return Ok(incoming);
         }
     }
@@ -636,17 +637,6 @@ impl Conn {
         Ok(())
     }
 
-    /// Queues a `message` delivery (the hot path: its counter handle is cached).
-    async fn feed_message(&mut self, delivery: &Delivery) -> Result<(), End> {
-        let Ok(text) = Utf8Bytes::try_from(delivery.frame.clone()) else {
-            warn!("non-utf8 delivery dropped");
-            return Ok(());
-        };
-        io(self.sink.feed(WsMessage::Text(text)), self.slot.as_deref()).await?;
-        m::per_delivery().message_frames.increment(1);
-        Ok(())
-    }
-
     /// Queues pre-serialised frame bytes (fan-out serialised them once for everyone).
     async fn feed_raw(&mut self, delivery: &Delivery) -> Result<(), End> {
         let Ok(text) = Utf8Bytes::try_from(delivery.frame.clone()) else {
@@ -654,8 +644,11 @@ impl Conn {
             return Ok(());
         };
         io(self.sink.feed(WsMessage::Text(text)), self.slot.as_deref()).await?;
-        let frame_type = delivery.meta.frame_type.unwrap_or("unknown");
-        metrics::counter!(m::FRAMES_OUT, "type" => frame_type).increment(1);
+        match delivery.meta.frame_type {
+            // The hot path: its counter handle is cached.
+            Some("message") => m::per_delivery().message_frames.increment(1),
+            other => metrics::counter!(m::FRAMES_OUT, "type" => other.unwrap_or("unknown")).increment(1),
+        }
         Ok(())
     }
 
