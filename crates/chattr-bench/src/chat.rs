@@ -1,11 +1,13 @@
-//! Chat under load: `conversations` conversations of `members` users each (2: a direct
-//! conversation, the 1:1 scenario; more: a group, the fan-out scenario). One member of each
-//! sends over its WebSocket at an even share of `rate` messages a second; every other
-//! member receives. Measures send→ack (the durable acknowledgement) and send→deliver (the
-//! frame on each receiver's socket), both from the moment each send was due.
+//! Chat under load, on any [`Target`]: `conversations` conversations of `members` users
+//! each (2: a direct conversation, the 1:1 scenario; more: a group, the fan-out scenario).
+//! One member of each sends at an even share of `rate` messages a second; every other
+//! member receives. Measures send→ack (the server taking the message for good) and
+//! send→deliver (the message on each receiver's connection), both from the moment each
+//! send was due.
 //!
-//! Every delivery is checked: its seq must follow the previous one of its conversation,
-//! and every acknowledged message must reach every receiver exactly once.
+//! Every delivery is checked: each acknowledged message must reach every receiver of its
+//! conversation exactly once and in the order it was sent, and where the server numbers
+//! messages, each seq must follow the previous one.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
@@ -13,20 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use chattr_api::v1::{ClientFrame, ServerFrame};
-use chattr_client::Connection;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::latency::{Latencies, Summary};
 use crate::process::{self, Used};
+use crate::target::{message_id, parse_message_id, Conversation, Event, Link, Target};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The server (a gateway).
-    pub server: url::Url,
     /// How many conversations.
     pub conversations: usize,
     /// Users in each (2 or more): one sends, the others receive.
@@ -46,6 +44,8 @@ pub struct Config {
 /// What happened.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The server: `chattr`, `ejabberd` or `synapse`.
+    pub target: &'static str,
     pub scenario: &'static str,
     pub conversations: usize,
     pub members: usize,
@@ -60,6 +60,9 @@ pub struct Report {
     pub lost: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
+    /// Messages that were not of the receiver's conversation (never expected: a server
+    /// that delivers them is leaking).
+    pub strays: u64,
     /// Sends the server refused (an `error` frame), by error code. Each socket may send
     /// `frames_per_second` frames (20 by default, the gateway's setting): keep
     /// `rate / pairs` under it, or raise it in the server's config for a benchmark.
@@ -74,7 +77,7 @@ pub struct Report {
 impl Report {
     /// A run is valid only if nothing was lost, duplicated, reordered or refused.
     pub fn verified(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.out_of_order == 0 && self.refused == 0
+        self.lost == 0 && self.duplicated == 0 && self.out_of_order == 0 && self.refused == 0 && self.strays == 0
     }
 }
 
@@ -86,43 +89,15 @@ pub struct Progress {
     pub delivered: AtomicU64,
 }
 
-/// Sets up the users and conversations, runs the schedule, and reports.
-pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Report> {
+/// Sets up the users and conversations on `target`, runs the schedule, and reports.
+pub async fn run(target: &dyn Target, config: Config, progress: Arc<Progress>) -> anyhow::Result<Report> {
     let (n, members) = (config.conversations, config.members);
     anyhow::ensure!(
         n > 0 && members >= 2 && config.rate > 0.0,
         "need a conversation of 2 or more and a positive rate"
     );
-    let tag = crate::run_tag();
-    let names = (0..n)
-        .flat_map(|i| (0..members).map(move |m| (i, m)))
-        .map(|(i, m)| format!("{tag}c{i}m{m}"))
-        .collect();
-    let clients = crate::sign_up(&config.server, names).await?;
-    let mut setups = Vec::with_capacity(n);
-    let mut socket = 0usize;
-    let mut from = || {
-        socket += 1;
-        config.sources.get(socket % config.sources.len().max(1)).copied()
-    };
-    for group in clients.chunks(members) {
-        let sender = &group[0];
-        let others: Vec<uuid::Uuid> =
-            group[1..].iter().map(|c| c.me().map(|u| u.id)).collect::<Result<_, _>>()?;
-        let conversation = if members == 2 {
-            sender.direct(others[0]).await.context("creating a direct conversation")?.id
-        } else {
-            sender.group("bench", &others).await.context("creating a group")?.id
-        };
-        let (out, _) = sender.connect_from(BTreeMap::new(), from()).await.context("connecting a sender")?;
-        let mut inboxes = Vec::with_capacity(members - 1);
-        for receiver in &group[1..] {
-            let (inbox, _) =
-                receiver.connect_from(BTreeMap::new(), from()).await.context("connecting a receiver")?;
-            inboxes.push(inbox);
-        }
-        setups.push((conversation, out, inboxes));
-    }
+    let setups = target.setup(n, members, &config.sources).await?;
+    anyhow::ensure!(setups.len() == n, "{} set up {} conversations of {n}", target.name(), setups.len());
 
     // Each conversation sends every `interval`, staggered evenly over one interval.
     let interval = Duration::from_secs_f64(n as f64 / config.rate);
@@ -130,17 +105,15 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
     let end = start + config.duration;
     let before = config.server_pid.and_then(process::usage);
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, (conversation, out, inboxes)) in setups.into_iter().enumerate() {
+    for (i, Conversation { sender, receivers }) in setups.into_iter().enumerate() {
         let offset = interval.mul_f64(i as f64 / n as f64);
         let schedule = Schedule { first: start + offset, interval, end };
         let sent = Arc::new(AtomicU64::new(0));
         let sending = Arc::new(AtomicU64::new(1));
         let (s, p) = (sent.clone(), progress.clone());
         let sending_flag = sending.clone();
-        tasks.spawn(async move {
-            (Side::Sender, i, send(i, conversation, out, schedule, s, sending_flag, p).await)
-        });
-        for inbox in inboxes {
+        tasks.spawn(async move { (Side::Sender, i, send(i, sender, schedule, s, sending_flag, p).await) });
+        for inbox in receivers {
             let (sent, sending, p) = (sent.clone(), sending.clone(), progress.clone());
             let drain = config.drain;
             tasks.spawn(async move {
@@ -149,13 +122,13 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
         }
     }
     let mut totals = Totals::default();
-    let mut acked: Vec<HashSet<String>> = vec![HashSet::new(); n];
-    let mut received: Vec<(usize, HashSet<String>)> = Vec::new();
+    let mut acked: Vec<HashSet<u64>> = vec![HashSet::new(); n];
+    let mut received: Vec<(usize, HashSet<u64>)> = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let (side, i, mut part) = done?;
         match side {
-            Side::Sender => acked[i] = std::mem::take(&mut part.acked_ids),
-            Side::Receiver => received.push((i, std::mem::take(&mut part.delivered_ids))),
+            Side::Sender => acked[i] = std::mem::take(&mut part.acked_sends),
+            Side::Receiver => received.push((i, std::mem::take(&mut part.delivered_sends))),
         }
         totals.add(part);
     }
@@ -164,6 +137,7 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
     let acked_count: u64 = acked.iter().map(|a| a.len() as u64).sum();
     let lost = received.iter().map(|(i, got)| acked[*i].difference(got).count() as u64).sum();
     Ok(Report {
+        target: target.name(),
         scenario: if members == 2 { "pairs" } else { "fanout" },
         conversations: n,
         members,
@@ -176,6 +150,7 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
         lost,
         duplicated: totals.duplicated,
         out_of_order: totals.out_of_order,
+        strays: totals.strays,
         refused: totals.refused,
         refused_codes: totals.refused_codes,
         achieved_rate: acked_count as f64 / seconds,
@@ -215,8 +190,9 @@ struct Totals {
     delivered: u64,
     duplicated: u64,
     out_of_order: u64,
-    acked_ids: HashSet<String>,
-    delivered_ids: HashSet<String>,
+    strays: u64,
+    acked_sends: HashSet<u64>,
+    delivered_sends: HashSet<u64>,
     ack: Latencies,
     deliver: Latencies,
 }
@@ -231,25 +207,16 @@ impl Totals {
         self.delivered += other.delivered;
         self.duplicated += other.duplicated;
         self.out_of_order += other.out_of_order;
+        self.strays += other.strays;
         self.ack.merge(&other.ack);
         self.deliver.merge(&other.deliver);
     }
 }
 
-/// `p<conversation>-<k>`: which send a message is.
-fn message_id(pair: usize, k: u64) -> String {
-    format!("p{pair}-{k}")
-}
-
-fn send_number(id: &str) -> Option<u64> {
-    id.rsplit_once('-')?.1.parse().ok()
-}
-
 /// The sender of conversation `i`: sends on schedule, and reads the acks in between.
 async fn send(
     i: usize,
-    conversation: uuid::Uuid,
-    mut out: Connection,
+    mut out: Box<dyn Link>,
     schedule: Schedule,
     sent: Arc<AtomicU64>,
     sending: Arc<AtomicU64>,
@@ -266,14 +233,8 @@ async fn send(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(due), if more => {
-                let id = message_id(i, k);
-                let frame = ClientFrame::Send {
-                    req_id: k.to_string(),
-                    conversation_id: conversation,
-                    client_msg_id: id,
-                    body: format!("message {k} of pair {i}"),
-                };
-                if out.send(&frame).await.is_err() {
+                let body = format!("message {k} of conversation {i}");
+                if out.send(k, &message_id(i, k), &body).await.is_err() {
                     break;
                 }
                 k += 1;
@@ -282,16 +243,15 @@ async fn send(
                 sent.store(k, Ordering::Release);
                 progress.sent.fetch_add(1, Ordering::Relaxed);
             }
-            frame = out.next() => match frame {
-                Ok(ServerFrame::Ack { req_id, message }) => {
-                    if let Ok(n) = req_id.parse::<u64>() {
-                        totals.ack.record(Instant::now().saturating_duration_since(schedule.due(n)));
+            event = out.next() => match event {
+                Ok(Event::Accepted { send }) => {
+                    if totals.acked_sends.insert(send) {
+                        totals.ack.record(Instant::now().saturating_duration_since(schedule.due(send)));
+                        waiting = waiting.saturating_sub(1);
+                        progress.acked.fetch_add(1, Ordering::Relaxed);
                     }
-                    waiting = waiting.saturating_sub(1);
-                    totals.acked_ids.insert(message.client_msg_id);
-                    progress.acked.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(ServerFrame::Error { code, .. }) => {
+                Ok(Event::Refused { code, .. }) => {
                     waiting = waiting.saturating_sub(1);
                     totals.refused += 1;
                     *totals.refused_codes.entry(code).or_default() += 1;
@@ -308,10 +268,12 @@ async fn send(
 }
 
 /// One receiver in conversation `i`: checks each delivery and measures it, until everything
-/// sent arrived or `drain` after the end.
+/// sent arrived or `drain` after the end. Sends must arrive in the order they were sent
+/// (one sender per conversation), each once; where the target numbers messages, each seq
+/// must be the previous one plus one.
 async fn receive(
     i: usize,
-    mut inbox: Connection,
+    mut inbox: Box<dyn Link>,
     schedule: Schedule,
     sent: Arc<AtomicU64>,
     sending: Arc<AtomicU64>,
@@ -320,41 +282,55 @@ async fn receive(
 ) -> Totals {
     let mut totals = Totals::default();
     let mut last_seq: Option<u64> = None;
+    let mut last_send: Option<u64> = None;
     let give_up = schedule.end + drain;
     loop {
         let done = sending.load(Ordering::Acquire) == 0
-            && totals.delivered_ids.len() as u64 >= sent.load(Ordering::Acquire);
+            && totals.delivered_sends.len() as u64 >= sent.load(Ordering::Acquire);
         if done {
             break;
         }
-        let frame = tokio::select! {
-            frame = inbox.next() => frame,
+        let event = tokio::select! {
+            event = inbox.next() => event,
             _ = tokio::time::sleep_until(give_up) => break,
             // Re-check `done` now and then: the sender may finish with nothing in flight.
             _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
         };
-        let message = match frame {
-            Ok(ServerFrame::Message { message }) => message,
+        let (id, seq) = match event {
+            Ok(Event::Delivered { id, seq }) => (id, seq),
             Ok(_) => continue,
             Err(_) => break,
         };
         let now = Instant::now();
-        match last_seq {
-            Some(last) if message.seq <= last => totals.duplicated += 1,
-            Some(last) if message.seq != last + 1 => totals.out_of_order += 1,
-            _ => {}
+        let k = match parse_message_id(&id) {
+            Some((conversation, k)) if conversation == i => k,
+            // Not a message of this run's conversation: counted, never trusted.
+            _ => {
+                totals.strays += 1;
+                continue;
+            }
+        };
+        if let Some(seq) = seq {
+            match last_seq {
+                Some(last) if seq <= last => totals.duplicated += 1,
+                Some(last) if seq != last + 1 => totals.out_of_order += 1,
+                _ => {}
+            }
+            last_seq = Some(last_seq.map_or(seq, |l| l.max(seq)));
         }
-        last_seq = Some(last_seq.map_or(message.seq, |l| l.max(message.seq)));
-        if !totals.delivered_ids.insert(message.client_msg_id.clone()) {
+        if !totals.delivered_sends.insert(k) {
+            if seq.is_none() {
+                totals.duplicated += 1;
+            }
             continue;
         }
+        if seq.is_none() && last_send.is_some_and(|last| k < last) {
+            totals.out_of_order += 1;
+        }
+        last_send = Some(last_send.map_or(k, |l| l.max(k)));
         totals.delivered += 1;
         progress.delivered.fetch_add(1, Ordering::Relaxed);
-        if let Some(k) = send_number(&message.client_msg_id)
-            .filter(|_| message.client_msg_id.starts_with(&format!("p{i}-")))
-        {
-            totals.deliver.record(now.saturating_duration_since(schedule.due(k)));
-        }
+        totals.deliver.record(now.saturating_duration_since(schedule.due(k)));
     }
     totals
 }
@@ -364,9 +340,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_carry_the_send_number() {
-        assert_eq!(send_number(&message_id(3, 41)), Some(41));
-        assert_eq!(send_number("nonsense"), None);
+    fn sends_are_due_on_an_even_schedule() {
         let s = Schedule {
             first: Instant::now(),
             interval: Duration::from_millis(10),

@@ -4,8 +4,8 @@
 //! latencies in HDR histograms, and verify every delivery while they measure: a run that
 //! loses, duplicates or reorders a message is a failed run, not a fast one.
 //!
-//! Scenarios so far: [`chat`] (1:1 chat, and fan-out into groups) and [`idle`]
-//! (connections held open). The
+//! Scenarios so far: [`chat`] (1:1 chat, and fan-out into groups, on Chattr or a peer
+//! server, see [`target`]) and [`idle`] (connections held open). The
 //! server's CPU time and memory are sampled from `/proc` when its pid is given, so results
 //! can be normalised per core.
 
@@ -13,6 +13,7 @@ pub mod chat;
 pub mod idle;
 pub mod latency;
 pub mod process;
+pub mod target;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chattr_bench::target::{self, Target};
 use chattr_bench::{chat, idle, source_addresses};
 use clap::{Args, Parser, Subcommand};
 
@@ -76,9 +77,30 @@ struct Common {
     /// Loopback addresses to connect from (127.0.0.1 onwards).
     #[arg(long, default_value_t = 8)]
     sources: usize,
+    /// The server under test (chat scenarios only).
+    #[arg(long, value_enum, default_value_t = TargetKind::Chattr)]
+    target: TargetKind,
     /// Write the report here instead of stdout.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetKind {
+    Chattr,
+    Ejabberd,
+    Synapse,
+}
+
+impl Common {
+    fn target(&self) -> Box<dyn Target> {
+        let server = self.server.clone();
+        match self.target {
+            TargetKind::Chattr => Box::new(target::chattr::Chattr { server }),
+            TargetKind::Ejabberd => Box::new(target::ejabberd::Peer { server }),
+            TargetKind::Synapse => Box::new(target::synapse::Peer { server }),
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -148,8 +170,8 @@ async fn run_chat(
             format!("sent {s}  acked {a}  delivered {d}")
         }
     }));
+    let target = common.target();
     let config = chat::Config {
-        server: common.server,
         conversations,
         members,
         rate,
@@ -158,7 +180,7 @@ async fn run_chat(
         sources: source_addresses(common.sources),
         server_pid: common.server_pid,
     };
-    let report = chat::run(config, progress).await?;
+    let report = chat::run(target.as_ref(), config, progress).await?;
     ticker.abort();
     let verified = report.verified();
     Ok((serde_json::to_string_pretty(&report)?, verified, common.json))

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chattr_bench::target::chattr::Chattr;
 use chattr_bench::{chat, idle, source_addresses};
 use chattr_server::{Server, Settings};
 
@@ -22,8 +23,8 @@ async fn server() -> (Server, url::Url, tempfile::TempDir) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_runs_and_verifies() {
     let (server, url, _dir) = server().await;
+    let target = Chattr { server: url };
     let config = chat::Config {
-        server: url,
         // 10 a second per sender: under the gateway's per-socket limit (20).
         conversations: 20,
         members: 2,
@@ -34,7 +35,7 @@ async fn pairs_runs_and_verifies() {
         server_pid: Some(std::process::id()),
     };
     let progress = Arc::new(chat::Progress::default());
-    let report = chat::run(config, progress).await.unwrap();
+    let report = chat::run(&target, config, progress).await.unwrap();
     assert!(report.verified(), "{report:#?}");
     assert!(report.sent >= 300, "the schedule sent {} of ~400", report.sent);
     assert_eq!(report.acked, report.sent, "{report:#?}");
@@ -48,8 +49,8 @@ async fn pairs_runs_and_verifies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_and_verifies() {
     let (server, url, _dir) = server().await;
+    let target = Chattr { server: url };
     let config = chat::Config {
-        server: url,
         conversations: 3,
         members: 8,
         rate: 30.0,
@@ -58,7 +59,7 @@ async fn fanout_runs_and_verifies() {
         sources: source_addresses(2),
         server_pid: Some(std::process::id()),
     };
-    let report = chat::run(config, Arc::new(chat::Progress::default())).await.unwrap();
+    let report = chat::run(&target, config, Arc::new(chat::Progress::default())).await.unwrap();
     assert!(report.verified(), "{report:#?}");
     assert_eq!(report.scenario, "fanout");
     assert!(report.acked >= 45, "the schedule sent {} of ~60", report.acked);

@@ -1,0 +1,25 @@
+//! Placeholder: the ejabberd adapter is being written (issue 7).
+
+use std::net::IpAddr;
+
+use super::{BoxFuture, Conversation, Target};
+
+/// A ejabberd server.
+pub struct Peer {
+    pub server: url::Url,
+}
+
+impl Target for Peer {
+    fn name(&self) -> &'static str {
+        "ejabberd"
+    }
+
+    fn setup<'a>(
+        &'a self,
+        _conversations: usize,
+        _members: usize,
+        _sources: &'a [IpAddr],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<Conversation>>> {
+        Box::pin(async { anyhow::bail!("the ejabberd adapter is not written yet") })
+    }
+}
