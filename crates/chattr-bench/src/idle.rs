@@ -1,16 +1,27 @@
 //! Idle connections: `connections` WebSockets, spread over `users` users and over the
-//! given source addresses, authenticated and then held open for `hold`, each answering
-//! the server's heartbeats with a ping as a real client does. Reports how many stayed up
-//! and, with the server's pid, the memory each costs the server.
+//! given source addresses, authenticated and then held open, each answering the server's
+//! heartbeats with a ping as a real client does. Once every connection is open they are
+//! held for `hold` (or until told to stop); reports how many stayed up and, with the
+//! server's pid, the memory each costs the server.
+//!
+//! One process can hold about 19,000 sockets (20,000 open files is the hard limit here),
+//! so larger runs split over worker processes ([`run_workers`]): each runs this scenario
+//! for its share, says when its share is open, and holds until the parent closes its
+//! standard input; the parent reads the server while all of them are open.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chattr_api::v1::{ClientFrame, ServerFrame};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
 
 use crate::process::{self, Used};
 
@@ -21,56 +32,83 @@ pub struct Config {
     pub connections: usize,
     /// Users the connections belong to (each has `connections / users` of them).
     pub users: usize,
+    /// How long to hold them once all are open.
     pub hold: Duration,
     pub sources: Vec<IpAddr>,
-    pub server_pid: Option<u32>,
+    /// The server's processes (with their children), to read CPU and memory from.
+    pub server_pids: Vec<u32>,
 }
 
 /// What happened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub scenario: &'static str,
+    pub scenario: String,
     pub connections: usize,
     pub users: usize,
     pub hold_secs: f64,
+    /// Load generator processes the connections were spread over.
+    pub workers: usize,
     /// Connections that authenticated.
     pub opened: u64,
     /// Connections that failed to open or authenticate.
     pub failed: u64,
     /// Connections the server closed while they were held.
     pub dropped: u64,
-    /// Server memory per open connection (resident, after minus before), in bytes.
+    /// Seconds from the first connect until the last connection was open.
+    pub open_secs: f64,
+    /// Server memory per open connection (resident, while all are open, minus before), in bytes.
     pub bytes_per_connection: Option<f64>,
     pub server: Option<Used>,
+}
+
+impl Report {
+    pub fn verified(&self) -> bool {
+        self.failed == 0 && self.dropped == 0
+    }
 }
 
 /// Live counters, for the progress line.
 #[derive(Default)]
 pub struct Progress {
     pub opened: AtomicU64,
+    pub failed: AtomicU64,
     pub dropped: AtomicU64,
 }
 
-/// Opens the connections, holds them, and reports.
+impl Progress {
+    fn settled(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens the connections, holds them for `config.hold`, and reports.
 pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Report> {
+    let hold = config.hold;
+    run_until(config, progress, |_| async move { tokio::time::sleep(hold).await }).await
+}
+
+/// Opens the connections, calls `held(opened)` once all are open (or failed), and holds
+/// them until it returns.
+pub async fn run_until<F, Fut>(config: Config, progress: Arc<Progress>, held: F) -> anyhow::Result<Report>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     anyhow::ensure!(config.connections > 0, "need at least one connection");
     let users = config.users.clamp(1, config.connections);
     let tag = crate::run_tag();
     let clients = crate::sign_up(&config.server, (0..users).map(|i| format!("{tag}i{i}")).collect()).await?;
-    let before = config.server_pid.and_then(process::usage);
+    let before = process::usage_of(&config.server_pids);
     let started = tokio::time::Instant::now();
-    let until = started + config.hold;
-    let failed = Arc::new(AtomicU64::new(0));
+    let (stop, stopping) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    // Opening in waves keeps the server's accept queue and Argon2-free auth path busy but
-    // not overrun.
     for n in 0..config.connections {
         let client = clients[n % users].clone();
-        let source = config.sources.get(n % config.sources.len().max(1)).copied();
-        let (progress, failed) = (progress.clone(), failed.clone());
+        let source = crate::target::pick(&config.sources, n);
+        let (progress, mut stopping) = (progress.clone(), stopping.clone());
         tasks.spawn(async move {
             let Ok((mut conn, ready)) = client.connect_from(BTreeMap::new(), source).await else {
-                failed.fetch_add(1, Ordering::Relaxed);
+                progress.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             progress.opened.fetch_add(1, Ordering::Relaxed);
@@ -79,9 +117,10 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
                 _ => 25,
             };
             let mut ping = tokio::time::interval(Duration::from_secs(every));
+            ping.tick().await;
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(until) => break,
+                    _ = async { stopping.wait_for(|stop| *stop).await.is_ok() } => break,
                     _ = ping.tick() => {
                         if conn.send(&ClientFrame::Ping { req_id: None }).await.is_err() {
                             progress.dropped.fetch_add(1, Ordering::Relaxed);
@@ -96,30 +135,139 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
             }
             conn.close().await;
         });
+        // Opening in waves keeps the server's accept queue busy but not overrun.
         if n % 256 == 255 {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    // The memory is read while every connection is open: just before the hold ends.
-    let measure_at = until - Duration::from_millis(500).min(config.hold / 2);
-    tokio::time::sleep_until(measure_at).await;
-    let during = config.server_pid.and_then(process::usage);
-    while tasks.join_next().await.is_some() {}
+    while progress.settled() < config.connections as u64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let open_secs = started.elapsed().as_secs_f64();
     let opened = progress.opened.load(Ordering::Relaxed);
-    let bytes_per_connection = before
-        .zip(during)
-        .filter(|_| opened > 0)
-        .map(|(b, d)| (d.rss_bytes as f64 - b.rss_bytes as f64) / opened as f64);
+    held(opened).await;
+    // The memory is read while every connection is still open.
+    let during = process::usage_of(&config.server_pids);
+    let _ = stop.send(true);
+    while tasks.join_next().await.is_some() {}
     let seconds = started.elapsed().as_secs_f64();
     Ok(Report {
-        scenario: "idle",
+        scenario: "idle".to_owned(),
         connections: config.connections,
         users,
         hold_secs: config.hold.as_secs_f64(),
+        workers: 1,
         opened,
-        failed: failed.load(Ordering::Relaxed),
+        failed: progress.failed.load(Ordering::Relaxed),
         dropped: progress.dropped.load(Ordering::Relaxed),
-        bytes_per_connection,
+        open_secs,
+        bytes_per_connection: per_connection(before, during, opened),
         server: before.zip(during).map(|(b, d)| process::used(b, d, seconds)),
     })
+}
+
+fn per_connection(
+    before: Option<process::Usage>,
+    during: Option<process::Usage>,
+    opened: u64,
+) -> Option<f64> {
+    before
+        .zip(during)
+        .filter(|_| opened > 0)
+        .map(|(b, d)| (d.rss_bytes as f64 - b.rss_bytes as f64) / opened as f64)
+}
+
+/// What a worker prints on its standard output once its share is open.
+const OPENED: &str = "opened ";
+
+/// The worker side: runs [`run_until`] for this process's share, prints `opened <n>` once
+/// it is open, holds until standard input closes, then prints the report as one line.
+pub async fn worker(config: Config, progress: Arc<Progress>) -> anyhow::Result<()> {
+    let report = run_until(config, progress, |opened| async move {
+        println!("{OPENED}{opened}");
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
+    })
+    .await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Spreads `config` over `workers` processes of `exe` (this program, run as
+/// `exe idle-worker ...`), holds every connection for `config.hold` once all are open,
+/// and adds up their reports.
+pub async fn run_workers(
+    config: Config,
+    workers: usize,
+    exe: &Path,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Report> {
+    let workers = workers.clamp(1, config.connections.max(1));
+    let before = process::usage_of(&config.server_pids);
+    let started = tokio::time::Instant::now();
+    let mut children = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let share = config.connections / workers + usize::from(w < config.connections % workers);
+        let users = (config.users / workers).max(1);
+        // Each worker connects from its own slice of the source addresses.
+        let sources: Vec<String> =
+            config.sources.iter().skip(w).step_by(workers).map(|s| s.to_string()).collect();
+        let sources = if sources.is_empty() { vec!["127.0.0.1".to_owned()] } else { sources };
+        let mut child = tokio::process::Command::new(exe)
+            .args(["idle-worker", "--server", config.server.as_str()])
+            .args(["--connections", &share.to_string(), "--users", &users.to_string()])
+            .args(["--source-list", &sources.join(",")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting worker {} ({})", w, exe.display()))?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        children.push((child, BufReader::new(stdout).lines()));
+    }
+    // Wait for every worker's share to be open.
+    let mut opened = 0u64;
+    for (_, lines) in &mut children {
+        loop {
+            let line = lines.next_line().await?.context("a worker ended before its share was open")?;
+            if let Some(n) = line.strip_prefix(OPENED) {
+                let n: u64 = n.trim().parse().context("worker's opened count")?;
+                opened += n;
+                progress.opened.fetch_add(n, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    let open_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(config.hold).await;
+    let during = process::usage_of(&config.server_pids);
+    let mut total: Option<Report> = None;
+    for (mut child, mut lines) in children {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        let line = lines.next_line().await?.context("a worker ended without its report")?;
+        let report: Report = serde_json::from_str(&line).context("a worker's report")?;
+        let _ = child.wait().await;
+        total = Some(match total {
+            None => report,
+            Some(t) => Report {
+                connections: t.connections + report.connections,
+                users: t.users + report.users,
+                opened: t.opened + report.opened,
+                failed: t.failed + report.failed,
+                dropped: t.dropped + report.dropped,
+                ..t
+            },
+        });
+    }
+    let mut total = total.context("no workers")?;
+    let seconds = started.elapsed().as_secs_f64();
+    total.workers = workers;
+    total.hold_secs = config.hold.as_secs_f64();
+    total.open_secs = open_secs;
+    total.bytes_per_connection = per_connection(before, during, opened);
+    total.server = before.zip(during).map(|(b, d)| process::used(b, d, seconds));
+    Ok(total)
 }

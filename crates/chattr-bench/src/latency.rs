@@ -35,6 +35,21 @@ impl Latencies {
         self.0.len()
     }
 
+    /// Latency at percentiles from 0 to 99.999, spaced evenly on a log scale of
+    /// 1 / (1 - p) (the usual HDR plot: the tail gets as many points as the middle).
+    pub fn curve(&self) -> Vec<Point> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        (0..=50)
+            .map(|i| {
+                let percentile = 100.0 * (1.0 - 10f64.powf(-(i as f64) / 10.0));
+                let ms = self.0.value_at_quantile(percentile / 100.0) as f64 / 1000.0;
+                Point { percentile, ms }
+            })
+            .collect()
+    }
+
     /// Percentiles in milliseconds.
     pub fn summary(&self) -> Summary {
         let ms = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
@@ -46,6 +61,13 @@ impl Latencies {
             max_ms: self.0.max() as f64 / 1000.0,
         }
     }
+}
+
+/// One point of a latency-by-percentile curve.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Point {
+    pub percentile: f64,
+    pub ms: f64,
 }
 
 /// What a report shows of a histogram.
@@ -76,5 +98,10 @@ mod tests {
         let mut more = Latencies::default();
         more.merge(&l);
         assert_eq!(more.count(), 1000);
+        let curve = l.curve();
+        assert_eq!(curve.first().map(|p| p.percentile), Some(0.0));
+        assert!((curve.last().map_or(0.0, |p| p.percentile) - 99.999).abs() < 1e-9);
+        assert!(curve.windows(2).all(|w| w[0].ms <= w[1].ms));
+        assert!(Latencies::default().curve().is_empty());
     }
 }

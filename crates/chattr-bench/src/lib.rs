@@ -9,10 +9,13 @@
 //! server's CPU time and memory are sampled from `/proc` when its pid is given, so results
 //! can be normalised per core.
 
+pub mod chart;
 pub mod chat;
 pub mod idle;
 pub mod latency;
+pub mod login;
 pub mod process;
+pub mod reconnect;
 pub mod target;
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,13 +1,16 @@
-//! `chattr-bench`: runs one scenario against a running Chattr gateway, prints a progress
-//! line every second, and writes the report as JSON (stdout, or `--json FILE`). Exits
-//! non-zero when the run lost, duplicated or reordered anything.
+//! `chattr-bench`: runs one scenario against a running server, prints a progress line
+//! every second, and writes the report as JSON (stdout, or `--json FILE`). Exits non-zero
+//! when the run lost, duplicated, reordered or was refused anything: such a run is not a
+//! valid result. `chattr-bench chart` draws PNG charts from saved reports.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chattr_bench::target::{self, Target};
-use chattr_bench::{chat, idle, source_addresses};
+use chattr_bench::{chart, chat, idle, login, reconnect, source_addresses};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,36 +22,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
-    /// 1:1 chat: pairs of users, one sending at an even share of the rate.
+    /// 1:1 chat: pairs of users, one of each sending at an even share of the rate.
     Pairs {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        chat: ChatArgs,
         /// Pairs of users.
         #[arg(long, default_value_t = 100)]
         pairs: usize,
-        /// Messages a second, over all pairs.
-        #[arg(long, default_value_t = 1000.0)]
-        rate: f64,
-        /// Seconds to send.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
     },
     /// Fan-out: groups of users, one member of each sending at an even share of the rate.
     Fanout {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        chat: ChatArgs,
         /// Groups.
         #[arg(long, default_value_t = 10)]
         groups: usize,
         /// Members of each group (one sends, the others receive).
         #[arg(long, default_value_t = 50)]
         members: usize,
-        /// Messages a second, over all groups.
-        #[arg(long, default_value_t = 100.0)]
-        rate: f64,
-        /// Seconds to send.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
     },
     /// Idle connections held open, answering heartbeats.
     Idle {
@@ -60,29 +55,99 @@ enum Scenario {
         /// Users they belong to.
         #[arg(long, default_value_t = 100)]
         users: usize,
-        /// Seconds to hold them.
+        /// Seconds to hold them once all are open.
         #[arg(long, default_value_t = 10.0)]
         hold: f64,
+        /// Load generator processes to spread the connections over (one holds ~19,000).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// One worker process of `idle --workers` (started by it, not by hand).
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        server: url::Url,
+        #[arg(long)]
+        connections: usize,
+        #[arg(long)]
+        users: usize,
+        #[arg(long, value_delimiter = ',')]
+        source_list: Vec<IpAddr>,
+    },
+    /// Reconnect storm: every socket cut at once, then all reconnect with their cursors.
+    Reconnect {
+        #[command(flatten)]
+        common: Common,
+        /// Sockets.
+        #[arg(long, default_value_t = 1000)]
+        sockets: usize,
+        /// Users they belong to (in direct conversations of two).
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Messages each conversation gets while the sockets are away.
+        #[arg(long, default_value_t = 3)]
+        missed: u64,
+        /// Seconds a socket may take to resume.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+    },
+    /// Login storm: password logins, several at a time.
+    Login {
+        #[command(flatten)]
+        common: Common,
+        /// Users logging in (each signs up first).
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Logins in all.
+        #[arg(long, default_value_t = 500)]
+        logins: usize,
+        /// Logins in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+    },
+    /// Draws PNG charts from saved reports.
+    Chart {
+        /// Where the charts go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Report files (JSON) written by the other subcommands.
+        reports: Vec<PathBuf>,
     },
 }
 
 #[derive(Args)]
 struct Common {
-    /// The gateway, e.g. http://127.0.0.1:8080.
+    /// The server, e.g. http://127.0.0.1:8080 (a Chattr gateway), ws://127.0.0.1:5280/ws
+    /// (ejabberd), http://127.0.0.1:8008 (Synapse).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     server: url::Url,
-    /// The server's pid, to report its CPU time and memory.
+    /// The server's pid, to report its CPU time and memory (with its child processes'):
+    /// repeat it for a server of several processes (e.g. a peer and its PostgreSQL).
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Loopback addresses to connect from (127.0.0.1 onwards).
     #[arg(long, default_value_t = 8)]
     sources: usize,
-    /// The server under test (chat scenarios only).
-    #[arg(long, value_enum, default_value_t = TargetKind::Chattr)]
-    target: TargetKind,
     /// Write the report here instead of stdout.
     #[arg(long)]
-    json: Option<std::path::PathBuf>,
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// The server under test.
+    #[arg(long, value_enum, default_value_t = TargetKind::Chattr)]
+    target: TargetKind,
+    /// Messages a second over all conversations; several (comma-separated) run one after
+    /// another on the same conversations, until a step's p99 passes --stop-p99-ms.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    rate: Vec<f64>,
+    /// Seconds to send at each rate.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Where a rate sweep stops: send→deliver p99 in milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    stop_p99_ms: f64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -92,10 +157,9 @@ enum TargetKind {
     Synapse,
 }
 
-impl Common {
-    fn target(&self) -> Box<dyn Target> {
-        let server = self.server.clone();
-        match self.target {
+impl TargetKind {
+    fn build(self, server: url::Url) -> Box<dyn Target> {
+        match self {
             TargetKind::Chattr => Box::new(target::chattr::Chattr { server }),
             TargetKind::Ejabberd => Box::new(target::ejabberd::Peer { server }),
             TargetKind::Synapse => Box::new(target::synapse::Peer { server }),
@@ -108,36 +172,98 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let (report, verified, json) = match cli.scenario {
-            Scenario::Pairs { common, pairs, rate, duration } => {
-                run_chat(common, pairs, 2, rate, duration).await?
+            Scenario::Pairs { common, chat, pairs } => run_chat(common, chat, pairs, 2).await?,
+            Scenario::Fanout { common, chat, groups, members } => {
+                run_chat(common, chat, groups, members).await?
             }
-            Scenario::Fanout { common, groups, members, rate, duration } => {
-                run_chat(common, groups, members, rate, duration).await?
-            }
-            Scenario::Idle { common, connections, users, hold } => {
+            Scenario::Idle { common, connections, users, hold, workers } => {
                 let progress = Arc::new(idle::Progress::default());
                 let ticker = tokio::spawn(tick({
                     let p = progress.clone();
                     move || {
-                        format!(
-                            "open {}  dropped {}",
+                        let (o, f, d) = (
                             p.opened.load(Ordering::Relaxed),
-                            p.dropped.load(Ordering::Relaxed)
-                        )
+                            p.failed.load(Ordering::Relaxed),
+                            p.dropped.load(Ordering::Relaxed),
+                        );
+                        format!("open {o}  failed {f}  dropped {d}")
                     }
                 }));
                 let config = idle::Config {
-                    server: common.server,
+                    server: common.server.clone(),
                     connections,
                     users,
                     hold: Duration::from_secs_f64(hold),
                     sources: source_addresses(common.sources),
-                    server_pid: common.server_pid,
+                    server_pids: common.server_pid.clone(),
                 };
-                let report = idle::run(config, progress).await?;
+                let report = if workers > 1 {
+                    idle::run_workers(config, workers, &std::env::current_exe()?, progress).await?
+                } else {
+                    idle::run(config, progress).await?
+                };
                 ticker.abort();
-                let verified = report.dropped == 0 && report.failed == 0;
-                (serde_json::to_string_pretty(&report)?, verified, common.json)
+                (serde_json::to_string_pretty(&report)?, report.verified(), common.json)
+            }
+            Scenario::IdleWorker { server, connections, users, source_list } => {
+                let config = idle::Config {
+                    server,
+                    connections,
+                    users,
+                    hold: Duration::ZERO,
+                    sources: source_list,
+                    server_pids: Vec::new(),
+                };
+                return idle::worker(config, Arc::new(idle::Progress::default())).await;
+            }
+            Scenario::Reconnect { common, sockets, users, missed, timeout } => {
+                let progress = Arc::new(reconnect::Progress::default());
+                let ticker = tokio::spawn(tick({
+                    let p = progress.clone();
+                    move || {
+                        let (c, r) = (p.connected.load(Ordering::Relaxed), p.resumed.load(Ordering::Relaxed));
+                        format!("connected {c}  resumed {r}")
+                    }
+                }));
+                let config = reconnect::Config {
+                    server: common.server.clone(),
+                    sockets,
+                    users,
+                    missed,
+                    timeout: Duration::from_secs_f64(timeout),
+                    sources: source_addresses(common.sources),
+                    server_pids: common.server_pid.clone(),
+                };
+                let report = reconnect::run(config, progress).await?;
+                ticker.abort();
+                (serde_json::to_string_pretty(&report)?, report.verified(), common.json)
+            }
+            Scenario::Login { common, users, logins, concurrency } => {
+                let progress = Arc::new(login::Progress::default());
+                let ticker = tokio::spawn(tick({
+                    let p = progress.clone();
+                    move || {
+                        let (d, f) = (p.done.load(Ordering::Relaxed), p.failed.load(Ordering::Relaxed));
+                        format!("logins {d}  failed {f}")
+                    }
+                }));
+                let config = login::Config {
+                    server: common.server.clone(),
+                    users,
+                    logins,
+                    concurrency,
+                    server_pids: common.server_pid.clone(),
+                };
+                let report = login::run(config, progress).await?;
+                ticker.abort();
+                (serde_json::to_string_pretty(&report)?, report.verified(), common.json)
+            }
+            Scenario::Chart { out, reports } => {
+                let drawn = chart::draw(&reports, &out)?;
+                for path in drawn {
+                    println!("{}", path.display());
+                }
+                return Ok(());
             }
         };
         eprintln!();
@@ -150,14 +276,13 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Runs the chat scenario: `conversations` of `members` users.
+/// Runs the chat scenario: `conversations` of `members` users, at one rate or a sweep.
 async fn run_chat(
     common: Common,
+    args: ChatArgs,
     conversations: usize,
     members: usize,
-    rate: f64,
-    duration: f64,
-) -> anyhow::Result<(String, bool, Option<std::path::PathBuf>)> {
+) -> anyhow::Result<(String, bool, Option<PathBuf>)> {
     let progress = Arc::new(chat::Progress::default());
     let ticker = tokio::spawn(tick({
         let p = progress.clone();
@@ -170,20 +295,27 @@ async fn run_chat(
             format!("sent {s}  acked {a}  delivered {d}")
         }
     }));
-    let target = common.target();
+    let target = args.target.build(common.server.clone());
     let config = chat::Config {
         conversations,
         members,
-        rate,
-        duration: Duration::from_secs_f64(duration),
+        rate: args.rate.first().copied().unwrap_or(100.0),
+        duration: Duration::from_secs_f64(args.duration),
         drain: Duration::from_secs(10),
         sources: source_addresses(common.sources),
-        server_pid: common.server_pid,
+        server_pids: common.server_pid.clone(),
     };
-    let report = chat::run(target.as_ref(), config, progress).await?;
+    let out = if args.rate.len() > 1 {
+        let steps = chat::sweep(target.as_ref(), config, &args.rate, args.stop_p99_ms, progress).await?;
+        // A sweep is valid when its steps verify; the last may have passed the p99 bound.
+        let verified = steps.iter().all(chat::Report::verified);
+        (serde_json::to_string_pretty(&steps)?, verified, common.json)
+    } else {
+        let report = chat::run(target.as_ref(), config, progress).await?;
+        (serde_json::to_string_pretty(&report)?, report.verified(), common.json)
+    };
     ticker.abort();
-    let verified = report.verified();
-    Ok((serde_json::to_string_pretty(&report)?, verified, common.json))
+    Ok(out)
 }
 
 /// Prints `line()` over itself every second on stderr.
