@@ -18,6 +18,10 @@ use crate::password::Hasher;
 use crate::tokens::{new_refresh_token, parse_refresh_token, TokenKeys};
 use crate::AuthSettings;
 
+/// How old a session's last-seen time gets before a new connection writes it again (the
+/// sessions list shows it; a minute is precise enough there).
+const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// The auth service over a store and a cache.
 pub struct Auth {
     store: DynStore,
@@ -223,7 +227,14 @@ impl AuthService for Auth {
     }
 
     async fn touch(&self, who: Principal) -> Result<(), AuthError> {
-        self.store.touch_session(who.session_id, now()).await.map_err(internal)
+        // A read first: in a reconnect storm most sessions were seen a moment ago, and a
+        // write per socket would queue every connection behind the database's writer.
+        let now = now();
+        let session = self.store.session(who.session_id).await.map_err(internal)?;
+        if session.is_some_and(|s| now.signed_duration_since(s.last_seen_at) < TOUCH_EVERY) {
+            return Ok(());
+        }
+        self.store.touch_session(who.session_id, now).await.map_err(internal)
     }
 
     async fn user(&self, id: UserId) -> Result<User, AuthError> {

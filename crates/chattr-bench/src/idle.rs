@@ -37,6 +37,8 @@ pub struct Config {
     pub sources: Vec<IpAddr>,
     /// The server's processes (with their children), to read CPU and memory from.
     pub server_pids: Vec<u32>,
+    /// Connections being opened at once (0: all at once, a storm).
+    pub opening: usize,
 }
 
 /// What happened.
@@ -94,20 +96,42 @@ where
     F: FnOnce(u64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    run_between(config, progress, async {}, held).await
+}
+
+/// Like [`run_until`], and waits for `go` after signing the users up, before connecting.
+async fn run_between<F, Fut>(
+    config: Config,
+    progress: Arc<Progress>,
+    go: impl std::future::Future<Output = ()>,
+    held: F,
+) -> anyhow::Result<Report>
+where
+    F: FnOnce(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     anyhow::ensure!(config.connections > 0, "need at least one connection");
     let users = config.users.clamp(1, config.connections);
     let tag = crate::run_tag();
     let clients = crate::sign_up(&config.server, (0..users).map(|i| format!("{tag}i{i}")).collect()).await?;
+    go.await;
     let before = process::usage_of(&config.server_pids);
     let started = tokio::time::Instant::now();
     let (stop, stopping) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let opening = Arc::new(tokio::sync::Semaphore::new(match config.opening {
+        0 => tokio::sync::Semaphore::MAX_PERMITS,
+        n => n,
+    }));
     for n in 0..config.connections {
         let client = clients[n % users].clone();
         let source = crate::target::pick(&config.sources, n);
         let (progress, mut stopping) = (progress.clone(), stopping.clone());
+        let permit = opening.clone().acquire_owned().await?;
         tasks.spawn(async move {
-            let Ok((mut conn, ready)) = client.connect_from(BTreeMap::new(), source).await else {
+            let connected = client.connect_from(BTreeMap::new(), source).await;
+            drop(permit);
+            let Ok((mut conn, ready)) = connected else {
                 progress.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             };
@@ -177,20 +201,47 @@ fn per_connection(
         .map(|(b, d)| (d.rss_bytes as f64 - b.rss_bytes as f64) / opened as f64)
 }
 
-/// What a worker prints on its standard output once its share is open.
+/// What a worker prints on its standard output once its users are signed up, and once
+/// its share is open.
+const SIGNED_UP: &str = "signed-up";
 const OPENED: &str = "opened ";
 
-/// The worker side: runs [`run_until`] for this process's share, prints `opened <n>` once
-/// it is open, holds until standard input closes, then prints the report as one line.
+/// The worker side: signs its users up and prints `signed-up`, connects its share once a
+/// line comes on standard input, prints `opened <n>` once it is open, holds until standard
+/// input closes, then prints the report as one line. (Signing up runs Argon2 on the server:
+/// the parent reads the server's memory only after every worker's signups.)
 pub async fn worker(config: Config, progress: Arc<Progress>) -> anyhow::Result<()> {
-    let report = run_until(config, progress, |opened| async move {
+    let stdin = Arc::new(tokio::sync::Mutex::new(BufReader::new(tokio::io::stdin())));
+    let go = {
+        let stdin = stdin.clone();
+        async move {
+            println!("{SIGNED_UP}");
+            let mut line = String::new();
+            let _ = stdin.lock().await.read_line(&mut line).await;
+        }
+    };
+    let report = run_between(config, progress, go, |opened| async move {
         println!("{OPENED}{opened}");
         let mut rest = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut *stdin.lock().await, &mut rest).await;
     })
     .await?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The next line of a worker that starts with `prefix` (what follows it).
+async fn expect_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> anyhow::Result<String> {
+    loop {
+        let line =
+            lines.next_line().await?.with_context(|| format!("a worker ended before saying {prefix:?}"))?;
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return Ok(rest.trim().to_owned());
+        }
+    }
 }
 
 /// Spreads `config` over `workers` processes of `exe` (this program, run as
@@ -203,8 +254,6 @@ pub async fn run_workers(
     progress: Arc<Progress>,
 ) -> anyhow::Result<Report> {
     let workers = workers.clamp(1, config.connections.max(1));
-    let before = process::usage_of(&config.server_pids);
-    let started = tokio::time::Instant::now();
     let mut children = Vec::with_capacity(workers);
     for w in 0..workers {
         let share = config.connections / workers + usize::from(w < config.connections % workers);
@@ -217,6 +266,7 @@ pub async fn run_workers(
             .args(["idle-worker", "--server", config.server.as_str()])
             .args(["--connections", &share.to_string(), "--users", &users.to_string()])
             .args(["--source-list", &sources.join(",")])
+            .args(["--opening", &config.opening.div_ceil(workers).to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -226,18 +276,20 @@ pub async fn run_workers(
         let stdout = child.stdout.take().context("worker stdout")?;
         children.push((child, BufReader::new(stdout).lines()));
     }
+    for (_, lines) in &mut children {
+        expect_line(lines, SIGNED_UP).await?;
+    }
+    let before = process::usage_of(&config.server_pids);
+    let started = tokio::time::Instant::now();
+    for (child, _) in &mut children {
+        child.stdin.as_mut().context("worker stdin")?.write_all(b"go\n").await?;
+    }
     // Wait for every worker's share to be open.
     let mut opened = 0u64;
     for (_, lines) in &mut children {
-        loop {
-            let line = lines.next_line().await?.context("a worker ended before its share was open")?;
-            if let Some(n) = line.strip_prefix(OPENED) {
-                let n: u64 = n.trim().parse().context("worker's opened count")?;
-                opened += n;
-                progress.opened.fetch_add(n, Ordering::Relaxed);
-                break;
-            }
-        }
+        let n: u64 = expect_line(lines, OPENED).await?.parse().context("a worker's opened count")?;
+        opened += n;
+        progress.opened.fetch_add(n, Ordering::Relaxed);
     }
     let open_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(config.hold).await;
@@ -247,8 +299,8 @@ pub async fn run_workers(
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.shutdown().await;
         }
-        let line = lines.next_line().await?.context("a worker ended without its report")?;
-        let report: Report = serde_json::from_str(&line).context("a worker's report")?;
+        let line = expect_line(&mut lines, "{").await?;
+        let report: Report = serde_json::from_str(&format!("{{{line}")).context("a worker's report")?;
         let _ = child.wait().await;
         total = Some(match total {
             None => report,

@@ -61,6 +61,9 @@ enum Scenario {
         /// Load generator processes to spread the connections over (one holds ~19,000).
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Connections being opened at once, over all workers (0: all at once).
+        #[arg(long, default_value_t = 64)]
+        opening: usize,
     },
     /// One worker process of `idle --workers` (started by it, not by hand).
     #[command(hide = true)]
@@ -73,6 +76,8 @@ enum Scenario {
         users: usize,
         #[arg(long, value_delimiter = ',')]
         source_list: Vec<IpAddr>,
+        #[arg(long)]
+        opening: usize,
     },
     /// Reconnect storm: every socket cut at once, then all reconnect with their cursors.
     Reconnect {
@@ -176,7 +181,7 @@ fn main() -> anyhow::Result<()> {
             Scenario::Fanout { common, chat, groups, members } => {
                 run_chat(common, chat, groups, members).await?
             }
-            Scenario::Idle { common, connections, users, hold, workers } => {
+            Scenario::Idle { common, connections, users, hold, workers, opening } => {
                 let progress = Arc::new(idle::Progress::default());
                 let ticker = tokio::spawn(tick({
                     let p = progress.clone();
@@ -196,6 +201,7 @@ fn main() -> anyhow::Result<()> {
                     hold: Duration::from_secs_f64(hold),
                     sources: source_addresses(common.sources),
                     server_pids: common.server_pid.clone(),
+                    opening,
                 };
                 let report = if workers > 1 {
                     idle::run_workers(config, workers, &std::env::current_exe()?, progress).await?
@@ -205,7 +211,7 @@ fn main() -> anyhow::Result<()> {
                 ticker.abort();
                 (serde_json::to_string_pretty(&report)?, report.verified(), common.json)
             }
-            Scenario::IdleWorker { server, connections, users, source_list } => {
+            Scenario::IdleWorker { server, connections, users, source_list, opening } => {
                 let config = idle::Config {
                     server,
                     connections,
@@ -213,6 +219,7 @@ fn main() -> anyhow::Result<()> {
                     hold: Duration::ZERO,
                     sources: source_list,
                     server_pids: Vec::new(),
+                    opening,
                 };
                 return idle::worker(config, Arc::new(idle::Progress::default())).await;
             }

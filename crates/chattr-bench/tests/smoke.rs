@@ -99,6 +99,7 @@ async fn idle_holds_its_connections() {
         hold: Duration::from_secs(2),
         sources: source_addresses(3),
         server_pids: vec![std::process::id()],
+        opening: 0,
     };
     let progress = Arc::new(idle::Progress::default());
     let report = idle::run(config, progress).await.unwrap();
@@ -117,6 +118,7 @@ async fn idle_spreads_over_worker_processes() {
         hold: Duration::from_millis(500),
         sources: source_addresses(4),
         server_pids: vec![std::process::id()],
+        opening: 8,
     };
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_chattr-bench"));
     let report = idle::run_workers(config, 3, exe, Arc::new(idle::Progress::default())).await.unwrap();

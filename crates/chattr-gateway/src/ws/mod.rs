@@ -22,7 +22,7 @@ pub async fn upgrade(
         return ApiError::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, "origin not allowed").into_response();
     }
     let settings = state.settings.clone();
-    ws.read_buffer_size(1024)
+    ws.read_buffer_size(256)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(settings.max_ws_message_bytes)
