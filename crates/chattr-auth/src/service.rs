@@ -18,10 +18,6 @@ use crate::password::Hasher;
 use crate::tokens::{new_refresh_token, parse_refresh_token, TokenKeys};
 use crate::AuthSettings;
 
-/// How old a session's last-seen time gets before a new connection writes it again (the
-/// sessions list shows it; a minute is precise enough there).
-const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
-
 /// The auth service over a store and a cache.
 pub struct Auth {
     store: DynStore,
@@ -88,6 +84,29 @@ impl Auth {
             }
             RotateOutcome::Invalid => Err(AuthError::InvalidRefreshToken),
         }
+    }
+
+    /// The session of `who` if it is live (not revoked, theirs).
+    async fn live_session(&self, who: Principal) -> Result<SessionRecord, AuthError> {
+        match self.store.session(who.session_id).await.map_err(internal)? {
+            Some(s) if !s.revoked && s.user_id == who.user_id => Ok(s),
+            _ => Err(AuthError::Unauthorized),
+        }
+    }
+
+    /// Writes the session's last-seen time if it is older than `last_seen_every_secs`: in
+    /// a reconnect storm most sessions were seen a moment ago, and a write per socket would
+    /// queue every connection behind the database's writer.
+    async fn mark_seen(&self, session: &SessionRecord) -> Result<(), AuthError> {
+        let now = now();
+        let every = i64::try_from(self.settings.last_seen_every_secs)
+            .ok()
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or(chrono::TimeDelta::MAX);
+        if now.signed_duration_since(session.last_seen_at) < every {
+            return Ok(());
+        }
+        self.store.touch_session(session.id, now).await.map_err(internal)
     }
 
     async fn limit(&self, key: String, burst: u32, period: Duration) -> Result<(), AuthError> {
@@ -215,26 +234,21 @@ impl AuthService for Auth {
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError> {
         let who = self.keys.verify(access_token).ok_or(AuthError::Unauthorized)?;
         // A revoked session's tokens stop working at once, not when they expire.
-        self.check_session(who).await?;
+        let session = self.live_session(who).await?;
+        // Every authenticated request and connection marks its session seen.
+        if let Err(e) = self.mark_seen(&session).await {
+            warn!(error = %e, "marking the session seen failed");
+        }
         Ok(who)
     }
 
     async fn check_session(&self, who: Principal) -> Result<(), AuthError> {
-        match self.store.session(who.session_id).await.map_err(internal)? {
-            Some(s) if !s.revoked && s.user_id == who.user_id => Ok(()),
-            _ => Err(AuthError::Unauthorized),
-        }
+        self.live_session(who).await.map(|_| ())
     }
 
     async fn touch(&self, who: Principal) -> Result<(), AuthError> {
-        // A read first: in a reconnect storm most sessions were seen a moment ago, and a
-        // write per socket would queue every connection behind the database's writer.
-        let now = now();
-        let session = self.store.session(who.session_id).await.map_err(internal)?;
-        if session.is_some_and(|s| now.signed_duration_since(s.last_seen_at) < TOUCH_EVERY) {
-            return Ok(());
-        }
-        self.store.touch_session(who.session_id, now).await.map_err(internal)
+        let session = self.live_session(who).await?;
+        self.mark_seen(&session).await
     }
 
     async fn user(&self, id: UserId) -> Result<User, AuthError> {

@@ -22,6 +22,10 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     /// Argon2id iterations.
     pub argon2_iterations: u32,
+    /// A session's "last seen" is written again only when older than this (seconds): each
+    /// request and connection would otherwise write the database, and a reconnect storm
+    /// would queue behind its writer.
+    pub last_seen_every_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -34,6 +38,7 @@ impl Default for AuthSettings {
             signup_per_ip_per_hour: 30,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            last_seen_every_secs: 60,
         }
     }
 }

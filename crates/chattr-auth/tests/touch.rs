@@ -1,5 +1,5 @@
-//! A connection marks its session seen, but at most once a minute: a reconnect storm
-//! reads the sessions instead of writing each one.
+//! Authenticating marks the session seen, but writes it at most once a minute: a
+//! reconnect storm reads the sessions instead of writing each one.
 
 use std::sync::Arc;
 
@@ -24,13 +24,14 @@ async fn touch_writes_a_stale_last_seen_and_skips_a_fresh_one() {
     // Fresh (the signup just set it): left alone.
     let at_signup = seen().await;
     auth.touch(who).await.unwrap();
+    auth.authenticate(&session.access_token).await.unwrap();
     assert_eq!(seen().await, at_signup);
 
     // Two minutes old: written.
     let old = chattr_core::now() - chrono::TimeDelta::seconds(120);
     store.touch_session(who.session_id, old).await.unwrap();
     assert_eq!(seen().await.timestamp_millis(), old.timestamp_millis());
-    auth.touch(who).await.unwrap();
+    auth.authenticate(&session.access_token).await.unwrap();
     let after = seen().await;
     assert!(
         after >= at_signup && after > old,

@@ -108,12 +108,14 @@ pub trait AuthService: Send + Sync + 'static {
     async fn refresh(&self, refresh_token: &str, client: ClientInfo) -> Result<AuthResponse, AuthError>;
     /// Revokes the caller's session.
     async fn logout(&self, who: Principal) -> Result<(), AuthError>;
-    /// Verifies an access token (signature, expiry) and that its session is live.
+    /// Verifies an access token (signature, expiry) and that its session is live, and
+    /// marks the session seen (written at most once a minute).
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError>;
     /// Checks that a session is still live (not revoked); `Unauthorized` otherwise. Sockets
     /// call it periodically so a revocation whose event was lost still closes them.
     async fn check_session(&self, who: Principal) -> Result<(), AuthError>;
-    /// Records that a session is in use now (a socket connected), for "last seen".
+    /// Records that a session is in use now, for "last seen". `authenticate` does this
+    /// already; kept for gateways of earlier releases, which call it after each connect.
     async fn touch(&self, who: Principal) -> Result<(), AuthError>;
     /// The public view of a user.
     async fn user(&self, id: UserId) -> Result<User, AuthError>;

@@ -191,9 +191,7 @@ impl Server {
             .grpc_listen
             .filter(|_| local_auth.is_some() || local_messaging.is_some() || local_video.is_some())
         {
-            let grpc = TcpListener::bind(grpc_listen)
-                .await
-                .with_context(|| format!("binding gRPC {grpc_listen}"))?;
+            let grpc = listen(grpc_listen).with_context(|| format!("binding gRPC {grpc_listen}"))?;
             grpc_addr = Some(grpc.local_addr()?);
             let services = chattr_rpc::Services {
                 auth: local_auth.clone(),
@@ -339,4 +337,20 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_owned(),
     }
+}
+
+/// Connections the kernel queues for `accept` on a listening socket. Tokio's default
+/// (1,024) overflows when thousands of clients reconnect at once: the kernel then drops
+/// their SYNs and they retry after 1, 3, 7 s, so a reconnect storm takes seconds longer
+/// than the server needs. Linux caps it at `net.core.somaxconn` (4,096 by default).
+pub const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds a listening TCP socket with a backlog of [`LISTEN_BACKLOG`].
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and tokio do on Unix: a restarted server may bind while old sockets linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -159,9 +159,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings.video.turn_secret = Some(v.into());
     }
     chattr_server::telemetry::init_logging(settings.log_format);
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.listen))?;
+    let listener =
+        chattr_server::listen(settings.listen).with_context(|| format!("binding {}", settings.listen))?;
     let gateway = settings.services.contains(&Role::Gateway);
     let roles = format!("{:?}", settings.services).to_lowercase();
     let mut server = Server::start(settings, listener).await?;

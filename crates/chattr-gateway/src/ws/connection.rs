@@ -203,12 +203,8 @@ impl Conn {
             }
         };
         match self.state.auth.authenticate(&token).await {
-            Ok(who) => {
-                if let Err(e) = self.state.auth.touch(who).await {
-                    warn!(error = %e, "session touch failed");
-                }
-                Ok((who, cursors))
-            }
+            // Authenticating marked the session seen.
+            Ok(who) => Ok((who, cursors)),
             Err(e) => {
                 self.error(None, e.code(), &e.public_message()).await?;
                 Err(End::Close(close_codes::UNAUTHORIZED, "authentication failed"))

@@ -199,7 +199,8 @@ async fn malformed_auth_bodies_get_stable_codes() {
 
 #[tokio::test]
 async fn connecting_a_socket_updates_last_seen() {
-    let srv = TestServer::start().await;
+    // Written on every connection when the resolution is 0.
+    let srv = TestServer::start_with(|s| s.auth.last_seen_every_secs = 0).await;
     let alice = srv.user("alice").await;
     let before = alice.sessions().await.unwrap()[0].last_seen_at;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -207,6 +208,16 @@ async fn connecting_a_socket_updates_last_seen() {
     until_synced(&mut ws).await;
     let after = alice.sessions().await.unwrap()[0].last_seen_at;
     assert!(after > before, "{before} -> {after}");
+
+    // By default at most once a minute: a connection right after signing up reads the
+    // session but does not write it.
+    let srv = TestServer::start().await;
+    let bob = srv.user("bob").await;
+    let before = bob.sessions().await.unwrap()[0].last_seen_at;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (mut ws, _) = bob.connect(BTreeMap::new()).await.unwrap();
+    until_synced(&mut ws).await;
+    assert_eq!(bob.sessions().await.unwrap()[0].last_seen_at, before);
 }
 
 #[tokio::test]
