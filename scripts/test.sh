@@ -2,7 +2,8 @@
 # Runs Chattr's whole test suite on a fresh Debian machine with Rust.
 # The end-to-end suite runs twice: embedded profile, then distributed profile.
 # It installs whatever the tests need (a C compiler and make for the bundled SQLite and
-# librdkafka; the tansu Kafka broker; Chromium, Node and fonts for the browser tests), then
+# librdkafka; the tansu Kafka broker; Chromium, Node and fonts for the browser tests;
+# ejabberd and Synapse for the load generator's peers), then
 # runs every unit, conformance and end-to-end test of the workspace, then the web app's
 # tests in headless Chromium.
 set -euo pipefail
@@ -29,6 +30,8 @@ command -v turnserver >/dev/null || need_apt+=(coturn)
 # Prometheus: the observability test scrapes a live cluster with a private instance and
 # evaluates every dashboard panel and alert against it; promtool checks the rules.
 command -v prometheus >/dev/null || need_apt+=(prometheus)
+# A TrueType font: the load generator draws its charts with it.
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]}"
   apt-get update -qq
@@ -37,6 +40,10 @@ fi
 
 # The Kafka bus tests start a private tansu broker (a Kafka-protocol broker from crates.io).
 ./scripts/install-tansu.sh
+# The load generator's smoke tests also drive the peers it compares Chattr with: ejabberd
+# (Debian) and Synapse (PyPI, in a venv), each started privately on its own PostgreSQL.
+./scripts/peers/ejabberd.sh install
+./scripts/peers/synapse.sh install
 export CHATTR_TANSU="${CHATTR_TANSU:-${CHATTR_TOOLS:-$HOME/.cache/chattr-tools}/bin/tansu}"
 
 # The deployment files: Prometheus rules and their unit tests, the Grafana dashboards, the

@@ -16,6 +16,7 @@ use chattr_core::trace::TraceContext;
 use chattr_core::{ConversationId, UserId};
 use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
 use chattr_store::DynStore;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::metrics as m;
@@ -51,11 +52,17 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
         c = subscribe(&bus, TOPIC_USERS) => c,
     };
     let mut fanout = Fanout { store, cache, members: HashMap::new(), offsets: HashMap::new() };
+    let mut uncommitted = Uncommitted::default();
     loop {
+        let due = uncommitted.due();
         let (record, from_conversations) = tokio::select! {
             _ = &mut shutdown => break,
             r = conversations.next() => (r, true),
             r = users.next() => (r, false),
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                uncommitted.commit(&mut conversations, &mut users).await;
+                continue;
+            }
         };
         let record = match record {
             Ok(r) => r,
@@ -79,14 +86,60 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
             metrics::counter!(m::FANOUT_ERRORS).increment(1);
             attempt = trace.sibling();
             tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => return uncommitted.commit(&mut conversations, &mut users).await,
                 _ = tokio::time::sleep(RETRY_DELAY) => {}
             }
         }
-        let consumer = if from_conversations { &mut conversations } else { &mut users };
-        if let Err(e) = consumer.commit(&record).await {
-            warn!(error = %e, "fan-out commit failed");
+        if uncommitted.handled(from_conversations, record) {
+            uncommitted.commit(&mut conversations, &mut users).await;
         }
+    }
+    uncommitted.commit(&mut conversations, &mut users).await;
+}
+
+/// Records handled since the last commit: the newest of each topic and partition (a commit
+/// covers everything before it in its partition). Committing every record cost a broker
+/// round trip each (commits are synchronous), which held fan-out to a few hundred events a
+/// second; commits now go out every [`COMMIT_EVERY`] or [`COMMIT_AFTER`] records. A crash
+/// replays at most that much, which gateways and clients drop as duplicates by seq (and
+/// delivery was at least once before, too).
+#[derive(Default)]
+struct Uncommitted {
+    /// Keyed by (from the conversations topic, partition).
+    newest: HashMap<(bool, u32), BusRecord>,
+    count: usize,
+    since: Option<Instant>,
+}
+
+/// How long a handled record may stay uncommitted.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+/// How many handled records force a commit sooner.
+const COMMIT_AFTER: usize = 1000;
+
+impl Uncommitted {
+    /// Notes a handled record; true when it is time to commit.
+    fn handled(&mut self, from_conversations: bool, record: BusRecord) -> bool {
+        self.newest.insert((from_conversations, record.partition), record);
+        self.count += 1;
+        self.since.get_or_insert_with(Instant::now);
+        self.count >= COMMIT_AFTER
+    }
+
+    /// When the oldest uncommitted record is due, if there is one.
+    fn due(&self) -> Option<Instant> {
+        self.since.map(|since| since + COMMIT_EVERY)
+    }
+
+    /// Commits the newest handled record of every partition.
+    async fn commit(&mut self, conversations: &mut Box<dyn BusConsumer>, users: &mut Box<dyn BusConsumer>) {
+        for ((from_conversations, _), record) in self.newest.drain() {
+            let consumer = if from_conversations { &mut *conversations } else { &mut *users };
+            if let Err(e) = consumer.commit(&record).await {
+                warn!(error = %e, "fan-out commit failed");
+            }
+        }
+        self.count = 0;
+        self.since = None;
     }
 }
 
