@@ -103,8 +103,9 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
         let conversation = conversations[(n % users) / 2];
         let source = crate::target::pick(&config.sources, n);
         let progress = progress.clone();
+        let deadline = Instant::now() + config.timeout;
         connecting.spawn(async move {
-            let (socket, _) = client.connect_from(BTreeMap::new(), source).await?;
+            let (socket, _) = connect(&client, BTreeMap::new(), source, deadline).await?;
             progress.connected.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok((Device { client, conversation, seen: 0, source }, socket))
         });
@@ -169,6 +170,42 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
     })
 }
 
+/// Connects as a client does: a server that is busy says so (close code 1013, "try again
+/// later") or cannot take the connection yet, and the client tries again after a short,
+/// growing, jittered pause, until `deadline`.
+async fn connect(
+    client: &Client,
+    cursors: BTreeMap<Uuid, u64>,
+    source: Option<IpAddr>,
+    deadline: Instant,
+) -> anyhow::Result<(chattr_client::Connection, ServerFrame)> {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, client.connect_from(cursors.clone(), source)).await;
+        match attempt {
+            Ok(Ok(connected)) => return Ok(connected),
+            Ok(Err(e)) if retryable(&e) && Instant::now() + pause < deadline => {
+                let jitter = Duration::from_millis(rand::random::<u64>() % (pause.as_millis() as u64 + 1));
+                tokio::time::sleep(pause + jitter).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow::bail!("not connected before the deadline"),
+        }
+    }
+}
+
+/// Errors a client retries: the server asked to try again later, or the connection failed.
+fn retryable(e: &chattr_client::ClientError) -> bool {
+    use chattr_client::ClientError;
+    match e {
+        ClientError::Closed { code, .. } => *code == chattr_api::v1::close_codes::TRY_AGAIN_LATER,
+        ClientError::Transport(_) => true,
+        ClientError::Api { code, .. } => code == chattr_api::v1::codes::UNAVAILABLE,
+        ClientError::NotSignedIn => false,
+    }
+}
+
 /// What one socket's resume came to.
 #[derive(Default)]
 struct Outcome {
@@ -197,11 +234,10 @@ async fn resume(
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let cursors = BTreeMap::from([(device.conversation, device.seen)]);
-    let connect = device.client.connect_from(cursors, device.source);
-    let Ok(Ok((mut socket, _))) = tokio::time::timeout(timeout, connect).await else {
+    let give_up = start + timeout;
+    let Ok((mut socket, _)) = connect(&device.client, cursors, device.source, give_up).await else {
         return outcome;
     };
-    let give_up = start + timeout;
     let (mut last, mut synced) = (device.seen, false);
     while !(synced && last >= device.seen + missed) {
         let frame = tokio::select! {

@@ -125,6 +125,13 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let sockets = state.sockets.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // No Nagle: a frame written while the previous one waits for its ACK would otherwise
+    // wait for that ACK too, which the client's delayed ACK holds back up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on a connection");
+        }
+    });
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     let open = sockets.count();
     tracing::info!(sockets = open, "stopped accepting; open sockets told to resume elsewhere (1001)");
