@@ -32,7 +32,7 @@ if [ -n "$quick" ]; then
 else
   secs=15 idle_conns=19000 idle_workers=2 pairs=500 pair_rates=1000,2000,3000,5000,7000,9000
   groups=40 members=250 fan_rates=100,200,400,700,1000,1400,1800 storm_sockets=10000
-  storm_users=200 logins=400 peer_groups=20 peer_members=50 peer_fan_rates=20,50,100,200,400,700
+  storm_users=200 logins=400 peer_groups=10 peer_members=50 peer_fan_rates=20,50,100,200,400,700
   peer_pairs=100 peer_pair_rates=100,200,500,1000,2000 wide_gateways=6 wide_conns=102000
   # Synapse takes 70-160 ms for a single send here: its sweeps start far lower, and stop at a
   # p99 of 1 s rather than 50 ms (it never gets near 50 ms).
@@ -185,7 +185,7 @@ chattr_distributed() {
   run distributed-persist pairs --server "${gateways[0]}" "${pid_args[@]}" --pairs "$pairs" \
     --rate "$persist_rates" --duration "$secs" --stop-p99-ms 100 --sources 16 || true
   run distributed-reconnect reconnect --server "${gateways[0]}" "${pid_args[@]}" \
-    --sockets "$storm_sockets" --users "$storm_users" --missed 3 --sources 16
+    --sockets "$storm_sockets" --users "$storm_users" --missed 3 --sources 16 || true
   # Idle connections over every gateway, one load generator per gateway, each from its own
   # source addresses (each address has ~28,000 ephemeral ports).
   local per=$((wide_conns / wide_gateways)) i=0 runs=()
@@ -262,6 +262,7 @@ charts() {
 case $what in
   all) chattr_embedded; chattr_at_peer_sizes; chattr_distributed; peer ejabberd; peer synapse; charts ;;
   chattr) chattr_embedded; chattr_at_peer_sizes; charts ;;
+  chattr-peer-size) chattr_at_peer_sizes; charts ;;
   distributed) chattr_distributed; charts ;;
   ejabberd | synapse) peer "$what"; charts ;;
   charts) charts ;;
@@ -271,5 +272,5 @@ case $what in
     printf 'gateways: %s\npids: %s\n' "${gateways[*]}" "${all[*]}"
     sleep infinity
     ;;
-  *) echo "usage: $0 [all|chattr|distributed|ejabberd|synapse|charts|up-distributed]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|chattr|chattr-peer-size|distributed|ejabberd|synapse|charts|up-distributed]" >&2; exit 2 ;;
 esac
