@@ -65,53 +65,47 @@ def best(name, bound):
     return max(good, key=lambda s: s["deliveries_per_second"], default=None)
 
 
-def peers_table():
+def comparison(servers, per_second, column):
+    """Each server's best step within its bound, and Chattr's rate over the peer's.
+
+    `servers` is [(report, label, bound in ms)], Chattr first; `per_second` picks the
+    compared number from a step, shown in a column named `column`.
+    """
     rows = [
-        "| server | best rate within the bound | deliveries/s | deliver p99 (ms) | server cores "
-        "| Chattr ÷ peer (deliveries/s) |",
+        f"| server | best rate within the bound | {column} | deliver p99 (ms) | server cores | Chattr ÷ peer |",
         "|:---|---:|---:|---:|---:|---:|",
     ]
-    chattr = best("chattr-fanout-peer-size", 50)
-    for name, label, bound in [
-        ("chattr-fanout-peer-size", "Chattr (embedded)", 50),
-        ("ejabberd-fanout", "ejabberd (MUC, MAM on PostgreSQL)", 50),
-        ("synapse-fanout", "Synapse (PostgreSQL)", 1000),
-    ]:
+    chattr = best(servers[0][0], servers[0][2])
+    for name, label, bound in servers:
         b = best(name, bound)
         if b is None:
             rows.append(f"| {label} | none verified within {bound} ms | | | | |")
             continue
-        ratio = "" if name.startswith("chattr") or not chattr else f"{chattr['deliveries_per_second'] / b['deliveries_per_second']:,.1f}×"
+        ratio = "" if name == servers[0][0] or not chattr else f"{per_second(chattr) / per_second(b):,.1f}×"
         cores = (b.get("server") or {}).get("cores", 0)
         rows.append(
-            f"| {label} | {b['target_rate']:,.1f} msg/s (p99 ≤ {bound} ms) | {b['deliveries_per_second']:,.0f} "
+            f"| {label} | {b['target_rate']:,.1f} msg/s (p99 ≤ {bound} ms) | {per_second(b):,.0f} "
             f"| {ms(b['deliver']['p99_ms'])} | {cores:.2f} | {ratio} |"
         )
     return "\n".join(rows)
 
 
-def pairs_peers_table():
-    rows = [
-        "| server | best rate within the bound | deliver p99 (ms) | server cores | Chattr ÷ peer |",
-        "|:---|---:|---:|---:|---:|",
+def peers_table():
+    servers = [
+        ("chattr-fanout-peer-size", "Chattr (embedded)", 50),
+        ("ejabberd-fanout", "ejabberd (MUC, MAM on PostgreSQL)", 50),
+        ("synapse-fanout", "Synapse (PostgreSQL)", 1000),
     ]
-    chattr = best("chattr-pairs", 50)
-    for name, label, bound in [
+    return comparison(servers, lambda s: s["deliveries_per_second"], "deliveries/s")
+
+
+def pairs_peers_table():
+    servers = [
         ("chattr-pairs", "Chattr (embedded, 500 pairs)", 50),
         ("ejabberd-pairs", "ejabberd (100 pairs)", 50),
         ("synapse-pairs", "Synapse (100 pairs)", 1000),
-    ]:
-        b = best(name, bound)
-        if b is None:
-            rows.append(f"| {label} | none verified within {bound} ms | | | |")
-            continue
-        ratio = "" if name.startswith("chattr") or not chattr else f"{chattr['achieved_rate'] / b['achieved_rate']:,.1f}×"
-        cores = (b.get("server") or {}).get("cores", 0)
-        rows.append(
-            f"| {label} | {b['achieved_rate']:,.1f} msg/s (p99 ≤ {bound} ms) | {ms(b['deliver']['p99_ms'])} "
-            f"| {cores:.2f} | {ratio} |"
-        )
-    return "\n".join(rows)
+    ]
+    return comparison(servers, lambda s: s["achieved_rate"], "messages/s")
 
 
 def single_table(name):

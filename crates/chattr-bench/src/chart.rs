@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use plotters::coord::CoordTranslate;
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -144,22 +145,39 @@ fn latency_chart(scenario: &str, series: &[Series], file: &Path) -> anyhow::Resu
         .draw()
         .map_err(plot_error)?;
     for (i, s) in series.iter().enumerate() {
-        let c = colour(i);
-        chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        line(&mut chart, &s.points, i, &s.label)?;
     }
+    legend(&mut chart)?;
+    root.present().map_err(plot_error)
+}
+
+/// Draws `points` as a line in the chart's `i`th colour, with a legend entry.
+fn line<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    points: &[(f64, f64)],
+    i: usize,
+    label: &str,
+) -> anyhow::Result<()> {
+    let c = colour(i);
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+        .map_err(plot_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    Ok(())
+}
+
+/// The legend box, top left.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> anyhow::Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
+        .map_err(plot_error)
 }
 
 /// The name of an HDR plot's x position: 0 is p0, 1 is p90, 2 is p99 and so on.
@@ -210,24 +228,14 @@ fn sweep_chart(name: &str, steps: &[Value], file: &Path) -> anyhow::Result<()> {
         .draw()
         .map_err(plot_error)?;
     for (i, label) in ["p50", "p99", "p99.9"].into_iter().enumerate() {
-        let c = colour(i);
         let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.0, [r.1, r.2, r.3][i])).collect();
+        line(&mut chart, &points, i, label)?;
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
-            .map_err(plot_error)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, c.filled()))).map_err(plot_error)?;
+            .draw_series(points.iter().map(|p| Circle::new(*p, 4, colour(i).filled())))
+            .map_err(plot_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
+    legend(&mut chart)?;
+    root.present().map_err(plot_error)
 }
 
 fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
