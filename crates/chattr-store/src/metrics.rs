@@ -8,6 +8,9 @@ use crate::StoreError;
 pub const OP_SECONDS: &str = "chattr_store_op_seconds";
 /// Store calls that failed (not "not found" or a conflict: the backend failed), by `op`.
 pub const ERRORS: &str = "chattr_store_errors_total";
+/// Transactions that committed queued sends together (SQLite's group commit); sends per
+/// batch = `insert_message` calls ÷ this.
+pub const SEND_BATCHES: &str = "chattr_store_send_batches_total";
 
 /// Every `op` label value (the [`crate::Store`] methods).
 pub const OPS: &[&str] = &[
@@ -48,6 +51,7 @@ pub const OPS: &[&str] = &[
 pub fn describe() {
     metrics::describe_histogram!(OP_SECONDS, metrics::Unit::Seconds, "Store call latency, by method");
     metrics::describe_counter!(ERRORS, "Store calls that failed in the backend, by method");
+    metrics::describe_counter!(SEND_BATCHES, "Transactions that committed queued sends together");
     for op in OPS {
         metrics::counter!(ERRORS, "op" => *op).increment(0);
     }

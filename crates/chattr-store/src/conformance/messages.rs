@@ -143,6 +143,94 @@ pub async fn concurrent_inserts_get_unique_gapless_seqs(store: DynStore) {
     assert_eq!(created, (1..=total).collect::<Vec<_>>());
 }
 
+/// Many different sends at once (new ones in two conversations, concurrent repeats of the
+/// same key, non-members, an unknown conversation): each gets the answer it would get
+/// alone, however a backend groups them.
+pub async fn concurrent_mixed_sends_each_get_their_own_answer(store: DynStore) {
+    const PER_CONVERSATION: usize = 20;
+    const COPIES: usize = 3;
+    let [a, b, outsider] = [user(&store, "mxa").await, user(&store, "mxb").await, user(&store, "mxc").await];
+    let g = group(&store, &[a, b], 0).await;
+    let h = group(&store, &[a, b], 0).await;
+    drain(&store).await;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(2 * PER_CONVERSATION * COPIES + 10));
+    let mut handles = Vec::new();
+    let mut spawn = |new: NewMessage| {
+        let (store, start) = (store.clone(), start.clone());
+        handles.push(tokio::spawn(async move {
+            start.wait().await;
+            (new.clone(), store.insert_message(&new).await)
+        }));
+    };
+    for i in 0..PER_CONVERSATION {
+        // Each key is sent COPIES times at once, with different bodies and ids.
+        for copy in 0..COPIES {
+            let mut in_g = new_message(g, a, &format!("g{i}"), i as i64);
+            in_g.body = format!("g{i} copy {copy}");
+            spawn(in_g);
+            spawn(new_message(h, if i % 2 == 0 { a } else { b }, &format!("h{i}"), i as i64));
+        }
+    }
+    for i in 0..5 {
+        spawn(new_message(g, outsider, &format!("x{i}"), 0));
+        spawn(new_message(Uuid::now_v7(), a, &format!("y{i}"), 0));
+    }
+    let mut by_key: std::collections::HashMap<(ConversationId, String), Vec<(Message, bool)>> =
+        std::collections::HashMap::new();
+    for handle in handles {
+        let (new, answer) = handle.await.expect("task");
+        if new.sender_id == outsider || (new.conversation_id != g && new.conversation_id != h) {
+            assert!(matches!(answer, Err(StoreError::NotMember)), "{answer:?}");
+            continue;
+        }
+        let (message, created) = answer.expect("a member's send");
+        assert_eq!((message.conversation_id, message.sender_id), (new.conversation_id, new.sender_id));
+        assert_eq!(message.client_msg_id, new.client_msg_id);
+        by_key.entry((new.conversation_id, new.client_msg_id)).or_default().push((message, created));
+    }
+    assert_eq!(by_key.len(), 2 * PER_CONVERSATION);
+    for (key, answers) in &by_key {
+        assert_eq!(answers.len(), COPIES);
+        assert_eq!(answers.iter().filter(|(_, created)| *created).count(), 1, "one copy of {key:?} is new");
+        assert!(
+            answers.iter().all(|(m, _)| *m == answers[0].0),
+            "every copy of {key:?} gets the same message"
+        );
+    }
+    for c in [g, h] {
+        let stored = store.messages(c, None, None, 1000).await.expect("page");
+        assert_eq!(seqs(&stored), (1..=PER_CONVERSATION as u64).collect::<Vec<_>>());
+        for m in &stored {
+            assert_eq!(by_key[&(c, m.client_msg_id.clone())][0].0, *m, "the answer is what was stored");
+        }
+        assert_eq!(
+            store.conversation(c).await.expect("get").expect("exists").last_seq,
+            PER_CONVERSATION as u64
+        );
+    }
+    // Each sender's read position is their newest message.
+    let newest = |c, u| {
+        by_key.iter().filter(|((k, _), v)| *k == c && v[0].0.sender_id == u).map(|(_, v)| v[0].0.seq).max()
+    };
+    for (c, u) in [(g, a), (h, a), (h, b)] {
+        assert_eq!(store.membership(c, u).await.expect("m").map(|m| m.read_seq), newest(c, u));
+    }
+    assert_eq!(store.membership(g, b).await.expect("m").map(|m| m.read_seq), Some(0));
+    // One message.created per message, in seq order within each conversation.
+    let mut created: std::collections::HashMap<ConversationId, Vec<u64>> = std::collections::HashMap::new();
+    for event in drain(&store).await {
+        match event {
+            Event::MessageCreated { message } => {
+                created.entry(message.conversation_id).or_default().push(message.seq)
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    for c in [g, h] {
+        assert_eq!(created[&c], (1..=PER_CONVERSATION as u64).collect::<Vec<_>>());
+    }
+}
+
 /// Concurrent creation of the same direct pair yields one conversation.
 pub async fn concurrent_direct_creation_yields_one(store: DynStore) {
     let [a, b] = [user(&store, "pa").await, user(&store, "pb").await];

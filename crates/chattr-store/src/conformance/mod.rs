@@ -54,6 +54,7 @@ macro_rules! store_conformance_tests {
         );
         $crate::__store_conformance_tests!($make; multi_thread:
             concurrent_inserts_get_unique_gapless_seqs, concurrent_direct_creation_yields_one,
+            concurrent_mixed_sends_each_get_their_own_answer,
         );
     };
 }

@@ -112,6 +112,24 @@ pub async fn outbox_rows_carry_the_trace_context(store: DynStore) {
     assert_eq!(written.trace_id, request.trace_id, "same trace");
     assert_eq!(written.span_id, request.span_id, "the writer's span");
     assert_eq!(of(untraced).expect("untraced row").traceparent, None);
+
+    // A send carries its sender's context too, however the backend commits it.
+    let g = group(&store, &[traced, untraced], 0).await;
+    drain_rows(&store).await;
+    let sending = TraceContext::new_root();
+    let message = trace::scope(sending, send(&store, g, traced, "t1", 1)).await;
+    send(&store, g, untraced, "u1", 2).await;
+    let rows = drain_rows(&store).await;
+    let created = |id| {
+        rows.iter()
+            .find(|r| matches!(&r.event, Event::MessageCreated { message } if message.id == id))
+            .expect("a message.created row")
+    };
+    let written = TraceContext::parse(created(message.id).traceparent.as_deref().expect("a traceparent"))
+        .expect("valid");
+    assert_eq!((written.trace_id, written.span_id), (sending.trace_id, sending.span_id));
+    let other = rows.iter().find(|r| r.id != created(message.id).id).expect("the untraced send");
+    assert_eq!(other.traceparent, None);
 }
 
 /// Takes every pending outbox row and marks them published.

@@ -10,6 +10,7 @@ mod conversations;
 mod messages;
 mod outbox;
 mod rows;
+mod sends;
 mod users;
 
 use std::path::Path;
@@ -41,6 +42,8 @@ pub struct SqliteStore {
     /// Single-connection pool that runs every write transaction, one at a time.
     /// For `:memory:` this is the same pool as `read`.
     write: SqlitePool,
+    /// Sends wait here to be committed together on `write` ([`sends`]).
+    sends: sends::SendQueue,
 }
 
 /// Every sqlx error is a backend failure; the few constraint violations that mean something
@@ -93,19 +96,22 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal);
         // The writer connection is opened first (and kept open forever) so the WAL switch
         // happens once, before any reader exists.
+        // It never checkpoints the WAL itself: a checkpoint copies pages into the database
+        // and fsyncs both files, and done inline it stalls every write waiting behind it.
+        // The send writer's thread checkpoints from a reader connection instead ([`sends`]).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(base.clone())
+            .connect_with(base.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(2, MAX_READERS);
         let read = SqlitePoolOptions::new()
             .max_connections(u32::try_from(readers).unwrap_or(4))
             .connect_with(base)
             .await?;
-        Ok(Self { read, write })
+        Ok(Self { sends: sends::start(write.clone(), Some(read.clone()))?, read, write })
     }
 
     async fn open_memory() -> StoreResult<Self> {
@@ -120,7 +126,7 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(Self { read: pool.clone(), write: pool })
+        Ok(Self { read: pool.clone(), sends: sends::start(pool.clone(), None)?, write: pool })
     }
 
     /// Closes all connections, waiting for them to finish (checkpointing the WAL).
@@ -249,7 +255,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_message(&self, new: &NewMessage) -> StoreResult<(Message, bool)> {
-        messages::insert_message(self, new).await
+        sends::insert_message(&self.sends, new).await
     }
 
     async fn messages(
@@ -333,6 +339,38 @@ mod tests {
         assert_eq!(pragmas(&store.write).await, expected);
         assert_eq!(pragmas(&store.read).await, expected);
         assert_eq!(store.write.options().get_max_connections(), 1, "one writer");
+        store.close().await;
+    }
+
+    /// The writer never checkpoints; the send writer's thread does, in the background, so
+    /// committed pages reach the database file without anyone checkpointing by hand.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chattr.db");
+        let store = SqliteStore::open(path.to_str().expect("utf-8")).await.expect("open");
+        let auto: i64 =
+            sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&store.write).await.expect("pragma");
+        assert_eq!(auto, 0, "the writer does not checkpoint inline");
+        let size = || std::fs::metadata(&path).expect("database file").len();
+        // Let a checkpoint pass, then write enough pages to notice.
+        tokio::time::sleep(2 * sends::CHECKPOINT_EVERY).await;
+        let before = size();
+        let now = chattr_core::now();
+        for i in 0..200 {
+            let user = UserRecord {
+                id: uuid::Uuid::now_v7(),
+                username: format!("{i}-{}", "x".repeat(200)),
+                password_hash: "h".repeat(500),
+                created_at: now,
+            };
+            store.create_user(&user).await.expect("user");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while size() == before {
+            assert!(std::time::Instant::now() < deadline, "the WAL was never checkpointed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         store.close().await;
     }
 

@@ -50,11 +50,12 @@ pub(super) async fn mark_published(store: &SqliteStore, ids: &[i64]) -> StoreRes
     if ids.is_empty() {
         return Ok(());
     }
-    let mut tx = store.begin_write().await?;
-    for id in ids {
-        sqlx::query("DELETE FROM outbox WHERE id = ?").bind(id).execute(&mut *tx).await?;
-    }
-    tx.commit().await?;
+    // One statement for the whole batch: each statement is a round trip on the one writer.
+    let ids = serde_json::to_string(ids).map_err(|e| StoreError::Backend(e.to_string()))?;
+    sqlx::query("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(ids)
+        .execute(&store.write)
+        .await?;
     Ok(())
 }
 
