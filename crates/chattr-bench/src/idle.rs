@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
+use crate::failures::{self, Failures};
 use crate::process::{self, Used};
 
 /// What to run.
@@ -56,6 +57,9 @@ pub struct Report {
     pub failed: u64,
     /// Connections the server closed while they were held.
     pub dropped: u64,
+    /// Why connections failed or were dropped, counted by reason.
+    #[serde(default)]
+    pub failures: Failures,
     /// Seconds from the first connect until the last connection was open.
     pub open_secs: f64,
     /// Server memory per open connection (resident, while all are open, minus before), in bytes.
@@ -75,6 +79,8 @@ pub struct Progress {
     pub opened: AtomicU64,
     pub failed: AtomicU64,
     pub dropped: AtomicU64,
+    /// Why connections failed or were dropped.
+    pub failures: failures::Shared,
 }
 
 impl Progress {
@@ -131,9 +137,13 @@ where
         tasks.spawn(async move {
             let connected = client.connect_from(BTreeMap::new(), source).await;
             drop(permit);
-            let Ok((mut conn, ready)) = connected else {
-                progress.failed.fetch_add(1, Ordering::Relaxed);
-                return;
+            let (mut conn, ready) = match connected {
+                Ok(connected) => connected,
+                Err(e) => {
+                    progress.failures.add(&format!("connect: {}", failures::reason(&e)));
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             };
             progress.opened.fetch_add(1, Ordering::Relaxed);
             let every = match ready {
@@ -146,12 +156,14 @@ where
                 tokio::select! {
                     _ = async { stopping.wait_for(|stop| *stop).await.is_ok() } => break,
                     _ = ping.tick() => {
-                        if conn.send(&ClientFrame::Ping { req_id: None }).await.is_err() {
+                        if let Err(e) = conn.send(&ClientFrame::Ping { req_id: None }).await {
+                            progress.failures.add(&format!("dropped: {}", failures::reason(&e)));
                             progress.dropped.fetch_add(1, Ordering::Relaxed);
                             return;
                         }
                     }
-                    frame = conn.next() => if frame.is_err() {
+                    frame = conn.next() => if let Err(e) = frame {
+                        progress.failures.add(&format!("dropped: {}", failures::reason(&e)));
                         progress.dropped.fetch_add(1, Ordering::Relaxed);
                         return;
                     },
@@ -184,6 +196,7 @@ where
         opened,
         failed: progress.failed.load(Ordering::Relaxed),
         dropped: progress.dropped.load(Ordering::Relaxed),
+        failures: progress.failures.snapshot(),
         open_secs,
         bytes_per_connection: per_connection(before, during, opened),
         server: before.zip(during).map(|(b, d)| process::used(b, d, seconds)),
@@ -310,6 +323,11 @@ pub async fn run_workers(
                 opened: t.opened + report.opened,
                 failed: t.failed + report.failed,
                 dropped: t.dropped + report.dropped,
+                failures: {
+                    let mut all = t.failures.clone();
+                    all.merge(&report.failures);
+                    all
+                },
                 ..t
             },
         });

@@ -11,6 +11,7 @@
 
 pub mod chart;
 pub mod chat;
+pub mod failures;
 pub mod idle;
 pub mod latency;
 pub mod login;

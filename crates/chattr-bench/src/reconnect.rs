@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::failures::{reason, Failures};
 use crate::latency::{Latencies, Point, Summary};
 use crate::process::{self, Used};
 
@@ -49,6 +50,8 @@ pub struct Report {
     pub resumed: u64,
     /// Sockets that could not reconnect, or did not resume within the timeout.
     pub failed: u64,
+    /// Why they failed, counted by reason.
+    pub failures: Failures,
     /// Missed messages a resumed socket never got, and ones it got twice or out of order.
     pub lost: u64,
     pub duplicated: u64,
@@ -143,11 +146,15 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
     let mut totals = Outcome::default();
     let mut times = Latencies::default();
     let mut last = Duration::ZERO;
+    let mut failures = Failures::default();
     while let Some(joined) = storm.join_next().await {
         let outcome = joined?;
         if let Some(took) = outcome.took {
             times.record(took);
             last = last.max(took);
+        }
+        if let Some(failure) = &outcome.failure {
+            failures.add(failure);
         }
         totals.add(outcome);
     }
@@ -160,6 +167,7 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
         missed_per_conversation: config.missed,
         resumed: times.count(),
         failed: config.sockets as u64 - times.count(),
+        failures,
         lost: totals.lost,
         duplicated: totals.duplicated,
         out_of_order: totals.out_of_order,
@@ -211,6 +219,8 @@ fn retryable(e: &chattr_client::ClientError) -> bool {
 struct Outcome {
     /// From the reconnect until it resumed; `None` if it did not.
     took: Option<Duration>,
+    /// Why it did not.
+    failure: Option<String>,
     lost: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -235,8 +245,13 @@ async fn resume(
     let mut outcome = Outcome::default();
     let cursors = BTreeMap::from([(device.conversation, device.seen)]);
     let give_up = start + timeout;
-    let Ok((mut socket, _)) = connect(&device.client, cursors, device.source, give_up).await else {
-        return outcome;
+    let mut socket = match connect(&device.client, cursors, device.source, give_up).await {
+        Ok((socket, _)) => socket,
+        Err(e) => {
+            let why = e.downcast_ref::<chattr_client::ClientError>().map_or_else(|| e.to_string(), reason);
+            outcome.failure = Some(format!("reconnect: {why}"));
+            return outcome;
+        }
     };
     let (mut last, mut synced) = (device.seen, false);
     while !(synced && last >= device.seen + missed) {
@@ -257,7 +272,10 @@ async fn resume(
             }
             Ok(ServerFrame::Synced) => synced = true,
             Ok(_) => {}
-            Err(_) => break,
+            Err(e) => {
+                outcome.failure = Some(format!("socket ended while resuming: {}", reason(&e)));
+                break;
+            }
         }
     }
     if synced && last >= device.seen + missed {
@@ -265,6 +283,10 @@ async fn resume(
         progress.resumed.fetch_add(1, Ordering::Relaxed);
     } else {
         outcome.lost += (device.seen + missed).saturating_sub(last);
+        if outcome.failure.is_none() {
+            let stage = if synced { "after synced, with messages missing" } else { "before synced" };
+            outcome.failure = Some(format!("timed out {stage}"));
+        }
     }
     socket.close().await;
     outcome

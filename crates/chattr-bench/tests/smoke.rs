@@ -108,6 +108,30 @@ async fn idle_holds_its_connections() {
     server.shutdown().await;
 }
 
+/// A run that loses connections says why: here the server shuts down while they are held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_reports_why_connections_dropped() {
+    let (server, url, _dir) = server().await;
+    let config = idle::Config {
+        server: url,
+        connections: 20,
+        users: 2,
+        hold: Duration::ZERO,
+        sources: source_addresses(2),
+        server_pids: vec![std::process::id()],
+        opening: 0,
+    };
+    let progress = Arc::new(idle::Progress::default());
+    let report = idle::run_until(config, progress, |_| server.shutdown()).await.unwrap();
+    assert_eq!((report.opened, report.dropped), (20, 20), "{report:#?}");
+    assert_eq!(
+        report.failures.counts().iter().collect::<Vec<_>>(),
+        [(&"dropped: closed 1001: server shutting down".to_owned(), &20)],
+        "{report:#?}"
+    );
+    assert!(!report.verified());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_spreads_over_worker_processes() {
     let (server, url, _dir) = server().await;
@@ -146,6 +170,7 @@ async fn reconnect_storm_resumes_everyone() {
     let report = reconnect::run(config, Arc::new(reconnect::Progress::default())).await.unwrap();
     assert!(report.verified(), "{report:#?}");
     assert_eq!(report.resumed, 40);
+    assert_eq!(report.failures.total(), 0, "a run without failures lists no reasons");
     assert_eq!(report.resume.count, 40);
     assert!(report.all_resumed_secs >= report.resume.p50_ms / 1000.0 * 0.99);
     server.shutdown().await;
