@@ -108,10 +108,23 @@ def pairs_peers_table():
     return comparison(servers, lambda s: s["achieved_rate"], "messages/s")
 
 
+def failure_lines(r):
+    """The report's failures by reason (idle and reconnect reports count them), if any."""
+    counts = r.get("failures") or {}
+    if not counts:
+        return ""
+    worst = sorted(counts.items(), key=lambda kv: -kv[1])
+    return "\n\nWhy they failed:\n\n" + "\n".join(f"- {n:,} × `{reason}`" for reason, n in worst)
+
+
 def single_table(name):
     r = (load(name) or [None])[0]
     if r is None:
         return f"(no report: `{name}.json` is missing; run `scripts/bench.sh`)"
+    return single_table_of(r) + failure_lines(r)
+
+
+def single_table_of(r):
     srv = r.get("server") or {}
     if r["scenario"] == "idle":
         per = r["bytes_per_connection"] or 0

@@ -201,7 +201,11 @@ chattr_distributed() {
 import json, sys
 parts = [json.load(open(p)) for p in sys.argv[2:]]
 total = {k: sum(p[k] for p in parts) for k in ("connections", "opened", "failed", "dropped")}
-total.update(scenario="idle-wide", gateways=len(parts), parts=parts)
+failures = {}
+for p in parts:
+    for reason, n in (p.get("failures") or {}).items():
+        failures[reason] = failures.get(reason, 0) + n
+total.update(scenario="idle-wide", gateways=len(parts), failures=failures, parts=parts)
 json.dump(total, open(sys.argv[1], "w"), indent=2)
 print(json.dumps({k: total[k] for k in ("gateways", "connections", "opened", "failed", "dropped")}))
 PY
