@@ -246,6 +246,14 @@ impl AuthService for Auth {
         self.live_session(who).await.map(|_| ())
     }
 
+    async fn check_sessions(&self, who: &[Principal]) -> Result<Vec<bool>, AuthError> {
+        let ids: Vec<SessionId> = who.iter().map(|w| w.session_id).collect();
+        let found = self.store.sessions_by_ids(&ids).await.map_err(internal)?;
+        let live: std::collections::HashMap<SessionId, UserId> =
+            found.into_iter().filter(|s| !s.revoked).map(|s| (s.id, s.user_id)).collect();
+        Ok(who.iter().map(|w| live.get(&w.session_id) == Some(&w.user_id)).collect())
+    }
+
     async fn touch(&self, who: Principal) -> Result<(), AuthError> {
         let session = self.live_session(who).await?;
         self.mark_seen(&session).await

@@ -30,6 +30,7 @@ macro_rules! cache_conformance_tests {
             presence_up_and_down,
             presence_of_unknown_user_is_offline,
             presence_ttl_expiry_and_refresh,
+            presence_up_many_matches_one_by_one,
             pubsub_delivers_in_order,
             pubsub_only_delivers_after_subscribe,
             pubsub_unsubscribe_stops_delivery,
@@ -195,6 +196,26 @@ pub async fn presence_ttl_expiry_and_refresh(cache: DynCache) {
     // Past the first TTL (500 ms) but inside the refreshed one.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(presence_of(&cache, &user).await.online, "refresh did not extend the TTL");
+}
+
+/// Many connections marked live at once answer as the same calls one by one would.
+pub async fn presence_up_many_matches_one_by_one(cache: DynCache) {
+    let (a, b, c) = (unique("many-a"), unique("many-b"), unique("many-c"));
+    let ttl = Duration::from_secs(60);
+    assert!(up(&cache, &a, "a1", ttl).await);
+    let live =
+        [(a.clone(), "a2"), (b.clone(), "b1"), (b.clone(), "b2"), (c.clone(), "c1"), (b.clone(), "b1")]
+            .map(|(u, conn)| (u, conn.to_owned()));
+    let answers =
+        within("presence_up_many", cache.presence_up_many(&live, ttl)).await.expect("presence_up_many");
+    assert_eq!(answers, [false, true, false, true, false], "true only where a user came online");
+    let states =
+        within("presence", cache.presence(&[a.clone(), b.clone(), c.clone()])).await.expect("presence");
+    assert!(states.iter().all(|s| s.online));
+    assert!(within("none", cache.presence_up_many(&[], ttl)).await.expect("empty").is_empty());
+    // b has b1 and b2 live: one going does not take b offline.
+    assert!(!down(&cache, &b, "b1", 5).await);
+    assert!(down(&cache, &b, "b2", 6).await);
 }
 
 /// A subscriber receives its channel's messages in publish order.

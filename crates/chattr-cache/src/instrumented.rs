@@ -32,6 +32,10 @@ impl Cache for Instrumented {
         timed!("presence_up", self.0.presence_up(user, conn, ttl))
     }
 
+    async fn presence_up_many(&self, live: &[(String, String)], ttl: Duration) -> CacheResult<Vec<bool>> {
+        timed!("presence_up_many", self.0.presence_up_many(live, ttl))
+    }
+
     async fn presence_down(&self, user: &str, conn: &str, now_ms: i64) -> CacheResult<bool> {
         timed!("presence_down", self.0.presence_down(user, conn, now_ms))
     }

@@ -90,6 +90,16 @@ pub trait Cache: Send + Sync + 'static {
     /// Marks connection `conn` of `user` live for `ttl` (call again to extend). Returns true
     /// when the user had no live connection before (came online).
     async fn presence_up(&self, user: &str, conn: &str, ttl: Duration) -> CacheResult<bool>;
+    /// [`Cache::presence_up`] for many `(user, conn)` at once (a gateway's heartbeats), in
+    /// order; one answer each, true where that call brought its user online. The default
+    /// calls one at a time; backends send them together.
+    async fn presence_up_many(&self, live: &[(String, String)], ttl: Duration) -> CacheResult<Vec<bool>> {
+        let mut came_online = Vec::with_capacity(live.len());
+        for (user, conn) in live {
+            came_online.push(self.presence_up(user, conn, ttl).await?);
+        }
+        Ok(came_online)
+    }
     /// Removes connection `conn` of `user`, recording `now_ms` as last seen. Returns true when
     /// the user has no live connection left (went offline).
     async fn presence_down(&self, user: &str, conn: &str, now_ms: i64) -> CacheResult<bool>;

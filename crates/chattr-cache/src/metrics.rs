@@ -11,6 +11,7 @@ pub const ERRORS: &str = "chattr_cache_errors_total";
 pub const OPS: &[&str] = &[
     "rate_limit",
     "presence_up",
+    "presence_up_many",
     "presence_down",
     "presence",
     "publish",

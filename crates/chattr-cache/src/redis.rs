@@ -396,6 +396,34 @@ impl Cache for RedisCache {
         Ok(came_online == 1)
     }
 
+    async fn presence_up_many(&self, live: &[(String, String)], ttl: Duration) -> CacheResult<Vec<bool>> {
+        if live.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip: the script is loaded (a no-op when it is already), then run for
+        // each connection, in one pipeline.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.scripts.presence_up).ignore();
+        let invocations: Vec<_> = live
+            .iter()
+            .map(|(user, conn)| {
+                let mut call = self.scripts.presence_up.prepare_invoke();
+                call.key(self.names.presence(user))
+                    .key(self.names.last_seen(user))
+                    .arg(conn)
+                    .arg(lua_millis_ceil(ttl))
+                    .arg(lua_millis_ceil(LAST_SEEN_KEEP));
+                call
+            })
+            .collect();
+        for call in &invocations {
+            pipe.invoke_script(call);
+        }
+        let mut con = self.con.clone();
+        let came_online: Vec<i64> = bounded(pipe.query_async(&mut con)).await?;
+        Ok(came_online.into_iter().map(|n| n == 1).collect())
+    }
+
     async fn presence_down(&self, user: &str, conn: &str, now_ms: i64) -> CacheResult<bool> {
         let mut con = self.con.clone();
         let went_offline: i64 = bounded(

@@ -52,6 +52,8 @@ pub struct GatewayState {
     pub(crate) messaging: MessagingClient,
     pub(crate) video: VideoClient,
     pub(crate) hub: Hub,
+    /// Batches every socket's heartbeat work into a few calls.
+    pub(crate) beats: ws::Beats,
     pub(crate) settings: Arc<GatewaySettings>,
     pub(crate) ops: Ops,
     /// Flips to true on shutdown; sockets close with 1001 (resumable).
@@ -73,6 +75,7 @@ impl GatewayState {
     ) -> Result<Self, String> {
         let hub = Hub::start_with(cache, settings.pubsub_capacity, settings.queue_capacity).await?;
         Ok(Self {
+            beats: ws::Beats::start(auth.clone(), messaging.clone()),
             auth,
             messaging,
             video,

@@ -37,6 +37,12 @@ pub const QUEUE_DEPTH_MAX: &str = "chattr_gateway_queue_depth_max";
 pub const RATE_LIMITED: &str = "chattr_gateway_rate_limited_total";
 /// Sockets told to go elsewhere because the gateway is stopping.
 pub const SHUTDOWN_CLOSES: &str = "chattr_gateway_shutdown_closes_total";
+/// Socket heartbeats answered (batched: see `HEARTBEAT_BATCHES`).
+pub const HEARTBEATS: &str = "chattr_gateway_heartbeats_total";
+/// Batches of heartbeats asked of the services together.
+pub const HEARTBEAT_BATCHES: &str = "chattr_gateway_heartbeat_batches_total";
+/// How long the services took to answer a batch of heartbeats.
+pub const HEARTBEAT_BATCH_SECONDS: &str = "chattr_gateway_heartbeat_batch_seconds";
 
 /// Handles of the metrics touched for every message written to every socket, looked up
 /// once instead of per delivery (the first use must come after the process installed its
@@ -77,6 +83,13 @@ pub fn describe() {
     counter!(SLOW_CONSUMER_DISCONNECTS, "Sockets closed for overflowing their queue");
     counter!(EPHEMERAL_DROPPED, "Ephemeral events dropped under backpressure");
     counter!(WRITE_TIMEOUTS, "Sockets closed because a write stalled");
+    counter!(HEARTBEATS, "Socket heartbeats answered");
+    counter!(HEARTBEAT_BATCHES, "Batches of heartbeats asked of the services together");
+    metrics::describe_histogram!(
+        HEARTBEAT_BATCH_SECONDS,
+        Unit::Seconds,
+        "How long the services took to answer a batch of heartbeats"
+    );
     gauge!(QUEUED_EVENTS, "Deliveries waiting in all socket queues");
     gauge!(QUEUE_DEPTH_MAX, "Deliveries waiting in the fullest socket queue");
     counter!(RATE_LIMITED, "Frames refused by a rate limit, by bucket");

@@ -14,7 +14,7 @@ use chattr_core::{
     new_id, now, ClientMsgId, ConversationId, MessageBody, MessageId, Title, UserId, ValidationError,
 };
 use chattr_proto::delivery::{user_channel, Delivery, DeliveryKind};
-use chattr_proto::messaging::{HistoryQuery, MessagingError, MessagingService};
+use chattr_proto::messaging::{HistoryQuery, LatestSeqsByUser, MessagingError, MessagingService};
 use chattr_store::{DynStore, MessageChange, NewConversation, NewMessage, StoreError};
 use tokio::sync::Notify;
 use tracing::{debug, warn};
@@ -154,6 +154,14 @@ impl Messaging {
 
     fn presence_ttl(&self) -> Duration {
         Duration::from_secs(self.settings.presence_ttl_secs)
+    }
+
+    /// Tells a user's contacts that the user came online.
+    async fn announce_online(&self, user: UserId) -> Result<(), MessagingError> {
+        let contacts = self.store.contacts(user).await.map_err(internal)?;
+        let frame = ServerFrame::Presence { user_id: user, online: true, last_seen_at: None };
+        self.publish_ephemeral(&contacts, &frame).await;
+        Ok(())
     }
 }
 
@@ -429,11 +437,36 @@ impl MessagingService for Messaging {
             .await
             .map_err(cache_down)?;
         if came_online {
-            let contacts = self.store.contacts(user).await.map_err(internal)?;
-            let frame = ServerFrame::Presence { user_id: user, online: true, last_seen_at: None };
-            self.publish_ephemeral(&contacts, &frame).await;
+            self.announce_online(user).await?;
         }
         Ok(())
+    }
+
+    async fn heartbeat(&self, live: &[(UserId, String)]) -> Result<LatestSeqsByUser, MessagingError> {
+        let keys: Vec<(String, String)> = live.iter().map(|(u, c)| (u.to_string(), c.clone())).collect();
+        match self.cache.presence_up_many(&keys, self.presence_ttl()).await {
+            Ok(came_online) => {
+                for ((user, _), came) in live.iter().zip(came_online) {
+                    if came {
+                        if let Err(e) = self.announce_online(*user).await {
+                            warn!(error = %e, "announcing a user online failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, connections = live.len(), "presence refresh failed"),
+        }
+        let mut users: Vec<UserId> = live.iter().map(|(u, _)| *u).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut latest: LatestSeqsByUser = users.iter().map(|u| (*u, Vec::new())).collect();
+        for (user, conversation, seq) in self.store.latest_seqs_of(&users).await.map_err(internal)? {
+            latest.entry(user).or_default().push((conversation, seq));
+        }
+        for seqs in latest.values_mut() {
+            seqs.sort_unstable();
+        }
+        Ok(latest)
     }
 
     async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {

@@ -114,6 +114,20 @@ pub trait AuthService: Send + Sync + 'static {
     /// Checks that a session is still live (not revoked); `Unauthorized` otherwise. Sockets
     /// call it periodically so a revocation whose event was lost still closes them.
     async fn check_session(&self, who: Principal) -> Result<(), AuthError>;
+    /// [`AuthService::check_session`] for many sessions at once (a gateway checks all its
+    /// sockets in one call): one answer each, in order, true while the session is live.
+    /// The default checks one at a time.
+    async fn check_sessions(&self, who: &[Principal]) -> Result<Vec<bool>, AuthError> {
+        let mut live = Vec::with_capacity(who.len());
+        for w in who {
+            live.push(match self.check_session(*w).await {
+                Ok(()) => true,
+                Err(AuthError::Unauthorized) => false,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(live)
+    }
     /// Records that a session is in use now, for "last seen". `authenticate` does this
     /// already; kept for gateways of earlier releases, which call it after each connect.
     async fn touch(&self, who: Principal) -> Result<(), AuthError>;

@@ -153,9 +153,28 @@ pub trait MessagingService: Send + Sync + 'static {
     /// A connection of the user is alive (called on connect and periodically); tells the
     /// user's contacts when the user comes online.
     async fn presence_up(&self, user: UserId, connection: &str) -> Result<(), MessagingError>;
+    /// A gateway's heartbeat for many connections at once: marks each `(user, connection)`
+    /// live as [`MessagingService::presence_up`] does, and returns the latest seqs of each
+    /// distinct user's conversations (as [`MessagingService::latest_seqs`]). A presence
+    /// failure is logged and does not fail the call. The default goes one by one.
+    async fn heartbeat(&self, live: &[(UserId, String)]) -> Result<LatestSeqsByUser, MessagingError> {
+        let mut latest = LatestSeqsByUser::new();
+        for (user, connection) in live {
+            if let Err(e) = self.presence_up(*user, connection).await {
+                tracing::warn!(error = %e, "presence refresh failed");
+            }
+            if !latest.contains_key(user) {
+                latest.insert(*user, self.latest_seqs(*user).await?);
+            }
+        }
+        Ok(latest)
+    }
     /// A connection of the user closed; tells contacts when the user goes offline.
     async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError>;
 }
+
+/// The latest seq of each conversation, by user ([`MessagingService::heartbeat`]).
+pub type LatestSeqsByUser = std::collections::HashMap<UserId, Vec<(ConversationId, u64)>>;
 
 /// A cloneable handle on the messaging service, local or remote.
 #[derive(Clone)]

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use chattr_api::v1 as api;
 use chattr_core::{ConversationId, MessageId, SessionId, UserId};
 use chattr_proto::auth::{AuthError, AuthService, ClientInfo};
-use chattr_proto::messaging::{HistoryQuery, MessagingError, MessagingService};
+use chattr_proto::messaging::{HistoryQuery, LatestSeqsByUser, MessagingError, MessagingService};
 use chattr_proto::video::{CallId, VideoError, VideoService};
 use chattr_proto::Principal;
 use tonic::transport::{Channel, Endpoint};
@@ -358,6 +358,19 @@ impl AuthService for RemoteAuth {
         Ok(())
     }
 
+    async fn check_sessions(&self, who: &[Principal]) -> Result<Vec<bool>, AuthError> {
+        let msg = pb::PrincipalList { principals: who.iter().map(|w| cv::principal(*w)).collect() };
+        let out = remote_call!(self, AuthStub, auth_error, check_sessions, Retry::Idempotent, msg);
+        if out.live.len() != who.len() {
+            return Err(AuthError::Internal(format!(
+                "malformed reply: {} answers for {} sessions",
+                out.live.len(),
+                who.len()
+            )));
+        }
+        Ok(out.live)
+    }
+
     async fn touch(&self, who: Principal) -> Result<(), AuthError> {
         remote_call!(self, AuthStub, auth_error, touch, Retry::Idempotent, cv::principal(who));
         Ok(())
@@ -686,6 +699,29 @@ impl MessagingService for RemoteMessaging {
             }
         );
         msg_decode(out.presence.into_iter().map(cv::presence_from).collect())
+    }
+
+    async fn heartbeat(&self, live: &[(UserId, String)]) -> Result<LatestSeqsByUser, MessagingError> {
+        let msg = pb::HeartbeatRequest {
+            live: live
+                .iter()
+                .map(|(u, c)| pb::PresenceChange { user_id: u.to_string(), connection: c.clone() })
+                .collect(),
+        };
+        let out = remote_call!(self, MessagingStub, messaging_error, heartbeat, Retry::Idempotent, msg);
+        msg_decode(
+            out.users
+                .into_iter()
+                .map(|u| {
+                    let seqs = u
+                        .seqs
+                        .into_iter()
+                        .map(|s| Ok((cv::id("conversation_id", &s.conversation_id)?, s.seq)))
+                        .collect::<Result<Vec<_>, Status>>()?;
+                    Ok((cv::id("user_id", &u.user_id)?, seqs))
+                })
+                .collect(),
+        )
     }
 
     async fn presence_up(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {

@@ -196,6 +196,12 @@ impl pb::auth_server::Auth for AuthGrpc {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn check_sessions(&self, req: Request<pb::PrincipalList>) -> Reply<pb::SessionChecks> {
+        let who = req.get_ref().principals.iter().map(cv::principal_from).collect::<Result<Vec<_>, _>>()?;
+        let live = self.0.check_sessions(&who).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::SessionChecks { live }))
+    }
+
     async fn touch(&self, req: Request<pb::Principal>) -> Reply<pb::Empty> {
         let who = cv::principal_from(req.get_ref())?;
         self.0.touch(who).await.map_err(|e| to_status(&e))?;
@@ -416,6 +422,28 @@ impl pb::messaging_server::Messaging for MessagingGrpc {
         let r = req.get_ref();
         self.0.presence_down(id("user_id", &r.user_id)?, &r.connection).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatResponse> {
+        let live = req
+            .get_ref()
+            .live
+            .iter()
+            .map(|l| Ok((id("user_id", &l.user_id)?, l.connection.clone())))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let latest = self.0.heartbeat(&live).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            users: latest
+                .into_iter()
+                .map(|(user, seqs)| pb::UserLatestSeqs {
+                    user_id: user.to_string(),
+                    seqs: seqs
+                        .into_iter()
+                        .map(|(c, seq)| pb::LatestSeq { conversation_id: c.to_string(), seq })
+                        .collect(),
+                })
+                .collect(),
+        }))
     }
 }
 

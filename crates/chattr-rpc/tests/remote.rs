@@ -131,10 +131,25 @@ async fn remote_calls_behave_like_local_ones() {
     assert_eq!(rename.public_message(), "only the group owner can do this");
     assert_eq!(messaging.mark_read(bob.user.id, conv.id, first.seq).await.unwrap(), first.seq);
     assert_eq!(messaging.latest_seqs(bob.user.id).await.unwrap(), vec![(conv.id, first.seq)]);
+    // A gateway's batched heartbeat: presence for each connection, seqs for each user.
+    let live =
+        [(alice.user.id, "a1".to_owned()), (bob.user.id, "b1".to_owned()), (alice.user.id, "a2".to_owned())];
+    let latest = messaging.heartbeat(&live).await.unwrap();
+    assert_eq!(latest.len(), 2);
+    assert_eq!(latest[&alice.user.id], vec![(conv.id, first.seq)]);
+    assert_eq!(latest[&bob.user.id], vec![(conv.id, first.seq)]);
+    let seen = messaging.presence(alice.user.id, &[bob.user.id]).await.unwrap();
+    assert!(seen[0].online, "the heartbeat marked bob's connection live");
+    let bob_who = auth.authenticate(&bob.access_token).await.unwrap();
     let sessions = auth.sessions(who).await.unwrap();
     assert_eq!(sessions.len(), 1);
     auth.logout(who).await.unwrap();
     assert_eq!(auth.check_session(who).await.unwrap_err().code(), codes::UNAUTHORIZED);
+    // Many sessions at once: answers in order; a forged principal (bob's user, alice's
+    // session) is not live either.
+    let forged = chattr_proto::Principal { user_id: bob.user.id, session_id: who.session_id };
+    assert_eq!(auth.check_sessions(&[bob_who, who, forged]).await.unwrap(), [true, false, false]);
+    assert!(auth.check_sessions(&[]).await.unwrap().is_empty());
     server.stop().await;
 }
 

@@ -50,6 +50,10 @@ impl Store for Instrumented {
         timed!("session", self.0.session(id))
     }
 
+    async fn sessions_by_ids(&self, ids: &[SessionId]) -> StoreResult<Vec<SessionRecord>> {
+        timed!("sessions_by_ids", self.0.sessions_by_ids(ids))
+    }
+
     async fn rotate_refresh(
         &self,
         id: SessionId,
@@ -123,6 +127,10 @@ impl Store for Instrumented {
 
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>> {
         timed!("latest_seqs", self.0.latest_seqs(user_id))
+    }
+
+    async fn latest_seqs_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
+        timed!("latest_seqs_of", self.0.latest_seqs_of(users))
     }
 
     async fn insert_message(&self, new: &NewMessage) -> StoreResult<(Message, bool)> {

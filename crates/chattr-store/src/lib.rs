@@ -72,6 +72,15 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
     /// A session by id, revoked or not.
     async fn session(&self, id: SessionId) -> StoreResult<Option<SessionRecord>>;
+    /// The sessions among `ids` that exist, revoked or not, in no particular order (what a
+    /// gateway checks for all its sockets at once). The default asks one at a time.
+    async fn sessions_by_ids(&self, ids: &[SessionId]) -> StoreResult<Vec<SessionRecord>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.session(*id).await?);
+        }
+        Ok(found)
+    }
     /// Rotates the refresh token of a session.
     ///
     /// If the session is live, `presented_hash` is its current hash and it has not expired,
@@ -132,6 +141,15 @@ pub trait Store: Send + Sync + 'static {
     async fn contacts(&self, user_id: UserId) -> StoreResult<Vec<UserId>>;
     /// Latest seq of each conversation of the user.
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>>;
+    /// [`Store::latest_seqs`] of many users at once, as `(user, conversation, seq)` in no
+    /// particular order. The default asks one user at a time.
+    async fn latest_seqs_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
+        let mut all = Vec::new();
+        for user in users {
+            all.extend(self.latest_seqs(*user).await?.into_iter().map(|(c, seq)| (*user, c, seq)));
+        }
+        Ok(all)
+    }
 
     // ---- messages ----
 

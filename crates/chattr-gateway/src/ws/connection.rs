@@ -21,10 +21,11 @@ use chattr_proto::{ErrorInfo, Principal};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::beats::Beat;
 use super::limiter::FrameLimiter;
 use crate::hub::Slot;
 use crate::metrics as m;
@@ -234,6 +235,8 @@ impl Conn {
         let mut shutdown = self.state.shutdown.clone();
         // Only sockets in a call pay for this timer.
         let mut call_keepalive: Option<Box<tokio::time::Interval>> = None;
+        // A heartbeat handed to the gateway's batcher, until it is answered.
+        let mut beat: Option<oneshot::Receiver<Beat>> = None;
         loop {
             match (self.in_call, call_keepalive.is_some()) {
                 (true, false) => {
@@ -260,7 +263,18 @@ impl Conn {
                     None => Err(End::Gone),
                 },
                 code = slot.kicked() => Err(End::Close(code, "too slow: reconnect and resume")),
-                _ = heartbeat.tick() => Box::pin(self.heartbeat(who, connection_id)).await,
+                _ = heartbeat.tick() => self.heartbeat().map(|()| {
+                    // The session check, the presence refresh and the snapshot are batched
+                    // with every other socket's heartbeat on this gateway; the socket goes
+                    // on serving until the answer arrives.
+                    if beat.is_none() {
+                        beat = Some(self.state.beats.request(who, connection_id));
+                    }
+                }),
+                answer = async { beat.as_mut().expect("guarded by the condition").await }, if beat.is_some() => {
+                    beat = None;
+                    Box::pin(self.beaten(answer)).await
+                }
                 _ = tick(call_keepalive.as_deref_mut()) => Box::pin(self.call_keepalive(who)).await,
                 _ = shutting_down(&mut shutdown) => {
                     metrics::counter!(m::SHUTDOWN_CLOSES).increment(1);
@@ -447,25 +461,28 @@ impl Conn {
         }
     }
 
-    async fn heartbeat(&mut self, who: Principal, connection_id: &str) -> Result<(), End> {
+    /// A heartbeat is due: closes a socket the client has gone quiet on.
+    fn heartbeat(&self) -> Result<(), End> {
         let period = Duration::from_secs(self.state.settings.heartbeat_secs.max(1));
         if self.last_heard.elapsed() > period * IDLE_HEARTBEATS {
             return Err(End::Close(close_codes::IDLE, "no traffic from client"));
         }
-        if let Err(AuthError::Unauthorized) = self.state.auth.check_session(who).await {
-            return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked"));
-        }
+        Ok(())
+    }
+
+    /// Finishes a heartbeat once its batch is answered.
+    async fn beaten(&mut self, beat: Result<Beat, oneshot::error::RecvError>) -> Result<(), End> {
+        let latest = match beat {
+            Ok(Beat::Revoked) => return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked")),
+            Ok(Beat::Live(latest)) => latest,
+            Err(_) => None,
+        };
         // Browsers answer protocol pings by themselves, so an idle but healthy page stays.
         io(self.sink.feed(WsMessage::Ping(bytes::Bytes::new())), self.slot.as_deref()).await?;
-        if let Err(e) = self.state.messaging.presence_up(who.user_id, connection_id).await {
-            warn!(error = %e, "presence refresh failed");
-        }
-        match self.state.messaging.latest_seqs(who.user_id).await {
-            Ok(latest) => self.send(&ServerFrame::Heartbeat { latest: latest.into_iter().collect() }).await,
-            Err(e) => {
-                warn!(error = %e, "heartbeat snapshot failed");
-                Ok(())
-            }
+        match latest {
+            Some(latest) => self.send(&ServerFrame::Heartbeat { latest: latest.into_iter().collect() }).await,
+            // The batch logged why; the next heartbeat tries again.
+            None => io(self.sink.flush(), self.slot.as_deref()).await,
         }
     }
 

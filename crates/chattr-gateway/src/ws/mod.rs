@@ -1,7 +1,10 @@
 //! `GET /v1/ws`: the WebSocket endpoint. [`upgrade`] checks the origin and sizes the
 //! socket's buffers; [`connection`] runs one socket in one task.
 
+mod beats;
 mod connection;
+
+pub(crate) use beats::Beats;
 mod limiter;
 
 use axum::extract::{State, WebSocketUpgrade};

@@ -326,6 +326,41 @@ async fn heartbeats_carry_latest_seqs() {
     assert_eq!(latest.get(&conv.id), Some(&2));
 }
 
+/// A session revoked without its event reaching the gateway (written straight into the
+/// database here, as if the event were lost) is still closed: the heartbeat checks it.
+/// Two sockets of two users on the same gateway share the batched check; only the revoked
+/// one closes.
+#[tokio::test]
+async fn a_session_revoked_behind_the_gateways_back_is_closed_at_a_heartbeat() {
+    let srv = TestServer::start_with(|s| s.gateway.heartbeat_secs = 1).await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let (mut a, _) = alice.connect(BTreeMap::new()).await.unwrap();
+    let (mut b, _) = bob.connect(BTreeMap::new()).await.unwrap();
+    let session = alice.auth().unwrap().session_id;
+    let url = srv.settings.store_url();
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{path}")).await.unwrap();
+        sqlx::query("UPDATE sessions SET revoked = 1 WHERE id = ?")
+            .bind(session.hyphenated().to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+    } else {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE sessions SET revoked = true WHERE id = $1::uuid")
+            .bind(session.to_string())
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(wait_closed(&mut a).await, close_codes::SESSION_REVOKED);
+    // Bob's socket lives on through heartbeats of its own.
+    for _ in 0..2 {
+        wait_for(&mut b, |f| matches!(f, ServerFrame::Heartbeat { .. }).then_some(())).await;
+    }
+}
+
 #[tokio::test]
 async fn cross_site_websocket_upgrades_are_refused() {
     let srv = TestServer::start().await;

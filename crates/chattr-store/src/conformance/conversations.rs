@@ -168,6 +168,17 @@ pub async fn contacts_and_latest_seqs(store: DynStore) {
     assert_eq!(sorted(store.latest_seqs(a).await.expect("latest")), sorted(vec![(ab, 1), (g, 2)]));
     assert_eq!(store.latest_seqs(c).await.expect("latest"), vec![(g, 2)]);
     assert!(store.latest_seqs(Uuid::now_v7()).await.expect("latest").is_empty());
+    // Many users at once: the same as asking each, unknown users and repeats included.
+    let many = [a, b, c, d, e, alone, Uuid::now_v7(), a];
+    let mut each = Vec::new();
+    for u in [a, b, c, d, e, alone] {
+        each.extend(store.latest_seqs(u).await.expect("latest").into_iter().map(|(conv, s)| (u, conv, s)));
+    }
+    let mut at_once = store.latest_seqs_of(&many).await.expect("latest of many");
+    at_once.sort_unstable();
+    at_once.dedup();
+    assert_eq!(at_once, sorted(each));
+    assert!(store.latest_seqs_of(&[]).await.expect("none").is_empty());
     // Leaving a conversation drops it from both.
     store.remove_member(g, c).await.expect("remove");
     assert!(store.latest_seqs(c).await.expect("latest").is_empty());

@@ -94,13 +94,26 @@ pub async fn sessions_create_and_get(store: DynStore) {
     let mut no_agent = session_record(u, "h2", 11);
     no_agent.user_agent = None;
     store.create_session(&no_agent).await.expect("create_session");
+    let no_agent_id = no_agent.id;
     assert_eq!(store.session(no_agent.id).await.expect("session"), Some(no_agent));
     assert_eq!(store.session(Uuid::now_v7()).await.expect("session"), None);
     assert!(drain(&store).await.is_empty());
     s.revoked = true;
     s.id = Uuid::now_v7();
     store.create_session(&s).await.expect("create revoked");
-    assert_eq!(store.session(s.id).await.expect("session"), Some(s), "revoked sessions are still returned");
+    assert_eq!(
+        store.session(s.id).await.expect("session"),
+        Some(s.clone()),
+        "revoked sessions are still returned"
+    );
+    // Many at once: those that exist, revoked ones too; unknown ids are left out.
+    let first = store.sessions_by_ids(&[]).await.expect("none");
+    assert!(first.is_empty());
+    let mut found = store.sessions_by_ids(&[s.id, Uuid::now_v7(), no_agent_id]).await.expect("sessions");
+    found.sort_by_key(|r| r.id);
+    let mut expected = vec![s, store.session(no_agent_id).await.expect("session").expect("exists")];
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(found, expected);
 }
 
 /// The current hash of a live, unexpired session rotates it.

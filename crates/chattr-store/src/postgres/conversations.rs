@@ -313,6 +313,20 @@ pub(super) async fn contacts(store: &PostgresStore, user_id: UserId) -> StoreRes
     Ok(uuids(ids))
 }
 
+pub(super) async fn latest_seqs_of(
+    store: &PostgresStore,
+    users: &[UserId],
+) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
+    let rows: Vec<(PgId, PgId, i64)> = sqlx::query_as(
+        "SELECT me.user_id, c.id, c.last_seq FROM members me JOIN conversations c ON c.id = me.conversation_id \
+         WHERE me.user_id = ANY($1)",
+    )
+    .bind(ids(users))
+    .fetch_all(&store.pool)
+    .await?;
+    rows.into_iter().map(|(u, c, last)| Ok((u.0, c.0, seq(last)?))).collect()
+}
+
 pub(super) async fn latest_seqs(
     store: &PostgresStore,
     user_id: UserId,

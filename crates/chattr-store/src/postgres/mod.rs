@@ -132,6 +132,10 @@ impl Store for PostgresStore {
         users::session(self, id).await
     }
 
+    async fn sessions_by_ids(&self, ids: &[SessionId]) -> StoreResult<Vec<SessionRecord>> {
+        users::sessions_by_ids(self, ids).await
+    }
+
     async fn rotate_refresh(
         &self,
         id: SessionId,
@@ -206,6 +210,10 @@ impl Store for PostgresStore {
 
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>> {
         conversations::latest_seqs(self, user_id).await
+    }
+
+    async fn latest_seqs_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
+        conversations::latest_seqs_of(self, users).await
     }
 
     async fn insert_message(&self, new: &NewMessage) -> StoreResult<(Message, bool)> {

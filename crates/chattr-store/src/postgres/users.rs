@@ -137,6 +137,15 @@ pub(super) async fn session(
     load_session(&mut conn, session_id).await
 }
 
+pub(super) async fn sessions_by_ids(
+    store: &PostgresStore,
+    session_ids: &[SessionId],
+) -> StoreResult<Vec<SessionRecord>> {
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ANY($1)");
+    let rows: Vec<SessionRow> = sqlx::query_as(&sql).bind(ids(session_ids)).fetch_all(&store.pool).await?;
+    rows.into_iter().map(SessionRow::into_record).collect()
+}
+
 /// A session row locked for a rotation, with the hashes it rotated away.
 #[derive(sqlx::FromRow)]
 struct RotatingRow {

@@ -281,6 +281,22 @@ pub(super) async fn contacts(store: &SqliteStore, user_id: UserId) -> StoreResul
     ids.iter().map(|s| uuid(s)).collect()
 }
 
+pub(super) async fn latest_seqs_of(
+    store: &SqliteStore,
+    users: &[UserId],
+) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
+    let users = serde_json::to_string(&users.iter().map(|u| db_id(*u)).collect::<Vec<_>>())
+        .map_err(|e| crate::StoreError::Backend(e.to_string()))?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT me.user_id, c.id, c.last_seq FROM members me JOIN conversations c ON c.id = me.conversation_id \
+         WHERE me.user_id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(users)
+    .fetch_all(&store.read)
+    .await?;
+    rows.into_iter().map(|(u, c, last)| Ok((uuid(&u)?, uuid(&c)?, seq(last)?))).collect()
+}
+
 pub(super) async fn latest_seqs(
     store: &SqliteStore,
     user_id: UserId,

@@ -176,6 +176,10 @@ impl Store for SqliteStore {
         users::session(self, id).await
     }
 
+    async fn sessions_by_ids(&self, ids: &[SessionId]) -> StoreResult<Vec<SessionRecord>> {
+        users::sessions_by_ids(self, ids).await
+    }
+
     async fn rotate_refresh(
         &self,
         id: SessionId,
@@ -252,6 +256,10 @@ impl Store for SqliteStore {
 
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>> {
         conversations::latest_seqs(self, user_id).await
+    }
+
+    async fn latest_seqs_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
+        conversations::latest_seqs_of(self, users).await
     }
 
     async fn insert_message(&self, new: &NewMessage) -> StoreResult<(Message, bool)> {

@@ -102,6 +102,17 @@ pub(super) async fn session(store: &SqliteStore, id: SessionId) -> StoreResult<O
     load_session(&mut conn, id).await
 }
 
+pub(super) async fn sessions_by_ids(
+    store: &SqliteStore,
+    ids: &[SessionId],
+) -> StoreResult<Vec<SessionRecord>> {
+    let ids = serde_json::to_string(&ids.iter().map(|i| db_id(*i)).collect::<Vec<_>>())
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id IN (SELECT value FROM json_each(?))");
+    let rows: Vec<SessionRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&store.read).await?;
+    rows.into_iter().map(SessionRow::into_record).collect()
+}
+
 pub(super) async fn rotate_refresh(
     store: &SqliteStore,
     id: SessionId,

@@ -1,0 +1,120 @@
+//! Heartbeat work, batched across all of this gateway's sockets.
+//!
+//! Every socket's heartbeat needs three answers from the services: is its session still
+//! live, mark its connection present, and the latest seq of each of its user's
+//! conversations. Asked per socket that is three calls and two database reads per socket
+//! per interval, which at tens of thousands of idle sockets is thousands of calls a second
+//! and timeouts. Here a socket whose heartbeat is due hands it to one task; the task waits
+//! [`WINDOW`] for others, then asks for the whole batch with two calls
+//! ([`AuthService::check_sessions`](chattr_proto::auth::AuthService::check_sessions) and
+//! [`MessagingService::heartbeat`](chattr_proto::messaging::MessagingService::heartbeat)),
+//! each one query per backend, and answers every socket.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chattr_core::ConversationId;
+use chattr_proto::auth::AuthClient;
+use chattr_proto::messaging::MessagingClient;
+use chattr_proto::Principal;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::metrics as m;
+
+/// How long the first heartbeat of a batch waits for others.
+const WINDOW: Duration = Duration::from_millis(50);
+/// The most heartbeats asked for in one call.
+const MAX_BATCH: usize = 2_000;
+
+/// What a socket's heartbeat came to.
+#[derive(Debug)]
+pub(crate) enum Beat {
+    /// The session was revoked: close the socket.
+    Revoked,
+    /// The latest seq of each conversation, or `None` if the snapshot failed this time.
+    Live(Option<Vec<(ConversationId, u64)>>),
+}
+
+/// A heartbeat handed to the batcher.
+struct Due {
+    who: Principal,
+    connection: String,
+    answer: oneshot::Sender<Beat>,
+}
+
+/// The handle sockets hand their heartbeats to; cloning shares the one batcher.
+#[derive(Clone)]
+pub(crate) struct Beats {
+    queue: mpsc::UnboundedSender<Due>,
+}
+
+impl Beats {
+    /// Starts the batcher; it stops when the last handle is dropped.
+    pub(crate) fn start(auth: AuthClient, messaging: MessagingClient) -> Self {
+        let (queue, due) = mpsc::unbounded_channel();
+        tokio::spawn(batcher(due, auth, messaging));
+        Self { queue }
+    }
+
+    /// Hands over one socket's heartbeat. The answer comes once its batch is done (after
+    /// [`WINDOW`] plus the calls); the socket goes on serving meanwhile. If the batcher is
+    /// gone, the answer never comes (the receiver reports the sender dropped).
+    pub(crate) fn request(&self, who: Principal, connection: &str) -> oneshot::Receiver<Beat> {
+        let (answer, answered) = oneshot::channel();
+        let _ = self.queue.send(Due { who, connection: connection.to_owned(), answer });
+        answered
+    }
+}
+
+async fn batcher(mut due: mpsc::UnboundedReceiver<Due>, auth: AuthClient, messaging: MessagingClient) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while due.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        tokio::time::sleep(WINDOW).await;
+        // Whatever else came in meanwhile, without waiting for more.
+        while batch.len() < MAX_BATCH {
+            match due.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        metrics::counter!(m::HEARTBEAT_BATCHES).increment(1);
+        metrics::counter!(m::HEARTBEATS).increment(batch.len() as u64);
+        answer(std::mem::take(&mut batch), &auth, &messaging).await;
+    }
+}
+
+/// Asks for one batch and answers each of its sockets.
+async fn answer(batch: Vec<Due>, auth: &AuthClient, messaging: &MessagingClient) {
+    let started = std::time::Instant::now();
+    let who: Vec<Principal> = batch.iter().map(|d| d.who).collect();
+    let live: Vec<_> = batch.iter().map(|d| (d.who.user_id, d.connection.clone())).collect();
+    let (checked, latest) = tokio::join!(auth.check_sessions(&who), messaging.heartbeat(&live));
+    // Only a definite "revoked" closes a socket; a check that failed is tried next time.
+    let checked = checked.unwrap_or_else(|e| {
+        warn!(error = %e, sockets = batch.len(), "session check failed");
+        vec![true; batch.len()]
+    });
+    let mut latest = latest.unwrap_or_else(|e| {
+        warn!(error = %e, sockets = batch.len(), "heartbeat snapshot failed");
+        HashMap::new()
+    });
+    // A user with several sockets here gets one snapshot, shared.
+    let mut shared: HashMap<_, Vec<(ConversationId, u64)>> = HashMap::new();
+    for (due, live) in batch.into_iter().zip(checked) {
+        let beat = if live {
+            let user = due.who.user_id;
+            let seqs = match shared.get(&user) {
+                Some(seqs) => Some(seqs.clone()),
+                None => latest.remove(&user).inspect(|seqs| {
+                    shared.insert(user, seqs.clone());
+                }),
+            };
+            Beat::Live(seqs)
+        } else {
+            Beat::Revoked
+        };
+        let _ = due.answer.send(beat);
+    }
+    metrics::histogram!(m::HEARTBEAT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+}
