@@ -7,7 +7,8 @@
 #
 #   ./scripts/bench.sh            everything (about 30 minutes; installs ejabberd and Synapse)
 #   ./scripts/bench.sh chattr     Chattr embedded only: idle, 1:1, fan-out, storms
-#   ./scripts/bench.sh distributed | ejabberd | synapse | charts
+#   ./scripts/bench.sh distributed | wide | ejabberd | synapse | charts
+#                                 (wide: only the 100,000 idle sockets over six gateways)
 #
 # CHATTR_BENCH_QUICK=1 shrinks every scenario to seconds (a check that the script works).
 set -euo pipefail
@@ -28,12 +29,16 @@ if [ -n "$quick" ]; then
   secs=2 idle_conns=400 idle_workers=2 pairs=50 pair_rates=200,400 groups=4 members=20
   fan_rates=40,80 storm_sockets=200 storm_users=20 logins=40 peer_groups=3 peer_members=10
   peer_fan_rates=10,20 peer_pairs=10 peer_pair_rates=20,40 wide_gateways=2 wide_conns=600
+  wide_hold=2
   synapse_fan_rates=1,2 synapse_pair_rates=2,4 chattr_more_rates=,40 persist_rates=100,200
 else
   secs=15 idle_conns=19000 idle_workers=2 pairs=500 pair_rates=1000,2000,3000,5000,7000,9000
   groups=40 members=250 fan_rates=100,200,400,700,1000,1400,1800 storm_sockets=10000
   storm_users=200 logins=400 peer_groups=10 peer_members=50 peer_fan_rates=20,50,100,200,400,700
   peer_pairs=100 peer_pair_rates=100,200,500,1000,2000 wide_gateways=6 wide_conns=102000
+  # Held past three heartbeat intervals (75 s): a socket whose heartbeats went unanswered
+  # would be closed as idle within the hold and count as dropped.
+  wide_hold=90
   # Synapse takes 70-160 ms for a single send here: its sweeps start far lower, and stop at a
   # p99 of 1 s rather than 50 ms (it never gets near 50 ms).
   synapse_fan_rates=0.5,1,2,4,8 synapse_pair_rates=5,10,20,40
@@ -186,13 +191,23 @@ chattr_distributed() {
     --rate "$persist_rates" --duration "$secs" --stop-p99-ms 100 --sources 16 || true
   run distributed-reconnect reconnect --server "${gateways[0]}" "${pid_args[@]}" \
     --sockets "$storm_sockets" --users "$storm_users" --missed 3 --sources 16 || true
+  wide_idle
+}
+
+# The wide idle step alone, on a fresh distributed shape.
+chattr_wide() {
+  start_distributed
+  wide_idle
+}
+
+wide_idle() {
   # Idle connections over every gateway, one load generator per gateway, each from its own
   # source addresses (each address has ~28,000 ephemeral ports).
   local per=$((wide_conns / wide_gateways)) i=0 runs=()
   for url in "${gateways[@]}"; do
     i=$((i + 1))
     log "wide idle: $per connections to $url"
-    "$bench" idle --server "$url" --connections "$per" --users 500 --hold "$secs" \
+    "$bench" idle --server "$url" --connections "$per" --users 500 --hold "$wide_hold" \
       --sources 250 --json "$state/wide-$i.json" &
     runs+=($!)
   done
@@ -268,6 +283,7 @@ case $what in
   chattr) chattr_embedded; chattr_at_peer_sizes; charts ;;
   chattr-peer-size) chattr_at_peer_sizes; charts ;;
   distributed) chattr_distributed; charts ;;
+  wide) chattr_wide; charts ;;
   ejabberd | synapse) peer "$what"; charts ;;
   charts) charts ;;
   # Starts the distributed shape and keeps it up until interrupted (for profiling).
@@ -276,5 +292,5 @@ case $what in
     printf 'gateways: %s\npids: %s\n' "${gateways[*]}" "${all[*]}"
     sleep infinity
     ;;
-  *) echo "usage: $0 [all|chattr|chattr-peer-size|distributed|ejabberd|synapse|charts|up-distributed]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|chattr|chattr-peer-size|distributed|wide|ejabberd|synapse|charts|up-distributed]" >&2; exit 2 ;;
 esac
