@@ -46,12 +46,7 @@ pub(super) type SendQueue = mpsc::UnboundedSender<Queued>;
 /// trips to sqlx's worker thread, and on a runtime busy with thousands of sockets each
 /// wake-up from that thread waits in the shared queue behind socket tasks, which capped
 /// throughput with the writer mostly idle. The thread ends when the store is dropped.
-///
-/// With `checkpoint` (a reader pool of a WAL database), the thread also checkpoints the
-/// WAL every [`CHECKPOINT_EVERY`], since the writer connection does not (see `open_file`).
-/// A passive checkpoint runs beside writes without blocking them; the pages many
-/// transactions touched are copied once, and its fsyncs stall no send.
-pub(super) fn start(write: SqlitePool, checkpoint: Option<SqlitePool>) -> StoreResult<SendQueue> {
+pub(super) fn start(write: SqlitePool) -> StoreResult<SendQueue> {
     let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -61,10 +56,6 @@ pub(super) fn start(write: SqlitePool, checkpoint: Option<SqlitePool>) -> StoreR
         .name("chattr-sends".into())
         .spawn(move || {
             runtime.block_on(async move {
-                if let Some(read) = checkpoint {
-                    // Stops with the runtime, when the queue closes.
-                    tokio::spawn(checkpoints(read));
-                }
                 let mut batch = Vec::with_capacity(MAX_BATCH);
                 while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
                     metrics::counter!(crate::metrics::SEND_BATCHES).increment(1);
@@ -74,21 +65,6 @@ pub(super) fn start(write: SqlitePool, checkpoint: Option<SqlitePool>) -> StoreR
         })
         .map_err(|e| StoreError::Backend(format!("starting the send writer: {e}")))?;
     Ok(queue)
-}
-
-/// How often the WAL is checkpointed.
-pub(super) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Checkpoints the WAL every [`CHECKPOINT_EVERY`], forever.
-async fn checkpoints(read: SqlitePool) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&read).await {
-            tracing::warn!(error = %e, "checkpointing the WAL failed; retrying");
-        }
-    }
 }
 
 /// Queues `new` and waits until its batch has committed (or failed).
