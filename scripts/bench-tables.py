@@ -148,9 +148,9 @@ def single_table_of(r):
         )
     if r["scenario"] == "reconnect":
         return (
-            "| sockets | resumed | failed | lost / duplicated / out of order | all resumed after "
-            "| per socket p50 / p99 | server cores |\n|---:|---:|---:|---:|---:|---:|---:|\n"
-            f"| {r['sockets']:,} | {r['resumed']:,} | {r['failed']} "
+            "| sockets | resumed | failed | retried | lost / duplicated / out of order | all resumed after "
+            "| per socket p50 / p99 | server cores |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            f"| {r['sockets']:,} | {r['resumed']:,} | {r['failed']} | {r.get('retries', 0):,} "
             f"| {r['lost']} / {r['duplicated']} / {r['out_of_order']} | {r['all_resumed_secs']:.2f} s "
             f"| {r['resume']['p50_ms'] / 1000:.2f} / {r['resume']['p99_ms'] / 1000:.2f} s | {srv.get('cores', 0):.2f} |"
         )

@@ -11,6 +11,8 @@
 #                                 (wide: only the 100,000 idle sockets over six gateways)
 #
 # CHATTR_BENCH_QUICK=1 shrinks every scenario to seconds (a check that the script works).
+# CHATTR_BENCH_KAFKA=memory runs tansu on its in-memory engine; CHATTR_BENCH_KAFKA_OPTIONS
+# adds options to the bus URL (e.g. fetch_wait_ms=100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -152,7 +154,7 @@ start_distributed() {
   local kafka_pid=$!
   sleep 2
   export CHATTR_STORE="postgres://chattr@127.0.0.1:$pg_port/chattr"
-  export CHATTR_CACHE="redis://127.0.0.1:$redis_port" CHATTR_BUS="kafka://127.0.0.1:$kafka_port"
+  export CHATTR_CACHE="redis://127.0.0.1:$redis_port" CHATTR_BUS="kafka://127.0.0.1:$kafka_port${CHATTR_BENCH_KAFKA_OPTIONS:+?$CHATTR_BENCH_KAFKA_OPTIONS}"
   export CHATTR_JWT_SECRET=bench-jwt-secret-bench-jwt-secret CHATTR_RPC_SECRET=bench-rpc-secret
   "$bin/chattr" migrate --store "$CHATTR_STORE" >/dev/null
   all=("$(pg_pid "$dir")" "$redis_pid" "$kafka_pid")

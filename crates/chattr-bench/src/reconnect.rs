@@ -52,6 +52,9 @@ pub struct Report {
     pub failed: u64,
     /// Why they failed, counted by reason.
     pub failures: Failures,
+    /// Reconnects in the middle of a resume, after the server said "try again later"
+    /// (1013) or the connection broke; the socket then resumes from where it got to.
+    pub retries: u64,
     /// Missed messages a resumed socket never got, and ones it got twice or out of order.
     pub lost: u64,
     pub duplicated: u64,
@@ -168,6 +171,7 @@ pub async fn run(config: Config, progress: Arc<Progress>) -> anyhow::Result<Repo
         resumed: times.count(),
         failed: config.sockets as u64 - times.count(),
         failures,
+        retries: totals.retries,
         lost: totals.lost,
         duplicated: totals.duplicated,
         out_of_order: totals.out_of_order,
@@ -221,6 +225,8 @@ struct Outcome {
     took: Option<Duration>,
     /// Why it did not.
     failure: Option<String>,
+    /// Times it reconnected mid-resume after "try again later" or a broken connection.
+    retries: u64,
     lost: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -231,6 +237,7 @@ impl Outcome {
         self.lost += other.lost;
         self.duplicated += other.duplicated;
         self.out_of_order += other.out_of_order;
+        self.retries += other.retries;
     }
 }
 
@@ -243,20 +250,30 @@ async fn resume(
     progress: Arc<Progress>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
-    let cursors = BTreeMap::from([(device.conversation, device.seen)]);
     let give_up = start + timeout;
-    let mut socket = match connect(&device.client, cursors, device.source, give_up).await {
-        Ok((socket, _)) => socket,
-        Err(e) => {
-            let why = e.downcast_ref::<chattr_client::ClientError>().map_or_else(|| e.to_string(), reason);
-            outcome.failure = Some(format!("reconnect: {why}"));
-            return outcome;
-        }
-    };
     let (mut last, mut synced) = (device.seen, false);
+    // A socket the server closes mid-resume with "try again later" (1013), or that breaks,
+    // reconnects from where it got to, as clients do; anything else ends the attempt.
+    let mut socket = None;
     while !(synced && last >= device.seen + missed) {
+        let open = match socket.as_mut() {
+            Some(open) => open,
+            None => {
+                let cursors = BTreeMap::from([(device.conversation, last)]);
+                match connect(&device.client, cursors, device.source, give_up).await {
+                    Ok((open, _)) => socket.insert(open),
+                    Err(e) => {
+                        let why = e
+                            .downcast_ref::<chattr_client::ClientError>()
+                            .map_or_else(|| e.to_string(), reason);
+                        outcome.failure = Some(format!("reconnect: {why}"));
+                        break;
+                    }
+                }
+            }
+        };
         let frame = tokio::select! {
-            frame = socket.next() => frame,
+            frame = open.next() => frame,
             _ = tokio::time::sleep_until(give_up) => break,
         };
         match frame {
@@ -272,6 +289,11 @@ async fn resume(
             }
             Ok(ServerFrame::Synced) => synced = true,
             Ok(_) => {}
+            Err(e) if retryable(&e) && Instant::now() < give_up => {
+                outcome.retries += 1;
+                synced = false;
+                socket = None;
+            }
             Err(e) => {
                 outcome.failure = Some(format!("socket ended while resuming: {}", reason(&e)));
                 break;
@@ -288,6 +310,8 @@ async fn resume(
             outcome.failure = Some(format!("timed out {stage}"));
         }
     }
-    socket.close().await;
+    if let Some(open) = socket {
+        open.close().await;
+    }
     outcome
 }

@@ -12,6 +12,11 @@ use crate::{BusError, BusResult, StartFrom};
 pub const DEFAULT_PARTITIONS: i32 = 8;
 /// How long a record may wait for the broker's acknowledgement before `publish` fails.
 pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a fetch waits for new records by default. Kafka answers a fetch as soon as
+/// records arrive, so there this only sets how often an idle consumer asks (a longer wait,
+/// fewer requests). tansu holds each fetch for the whole wait, so there the wait is added
+/// to every delivery: at 100 ms the bus alone added 100–170 ms.
+pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(20);
 
 /// Where the brokers are and how topics are made, parsed from
 /// `kafka://host:port[,host:port…][?partitions=N&replication=R&delivery_timeout_ms=T&topic_prefix=P]`.
@@ -25,6 +30,8 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// Upper bound of one `publish` while brokers are unreachable.
     pub delivery_timeout: Duration,
+    /// How long a consumer's fetch may wait for new records (`fetch_wait_ms`).
+    pub fetch_wait: Duration,
     /// Prepended to every topic and consumer group name, so several deployments (or test
     /// runs) can share one Kafka cluster without seeing each other's events.
     pub topic_prefix: String,
@@ -51,6 +58,7 @@ impl KafkaSettings {
             partitions: DEFAULT_PARTITIONS,
             replication: 1,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            fetch_wait: DEFAULT_FETCH_WAIT,
             topic_prefix: String::new(),
         };
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -75,6 +83,7 @@ impl KafkaSettings {
                 "partitions" => settings.partitions = small()?,
                 "replication" => settings.replication = small()?,
                 "delivery_timeout_ms" => settings.delivery_timeout = Duration::from_millis(number.into()),
+                "fetch_wait_ms" => settings.fetch_wait = Duration::from_millis(number.into()),
                 _ => return Err(invalid(format!("unknown option {name:?}"))),
             }
         }
@@ -138,11 +147,8 @@ impl KafkaSettings {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "200")
-            // Bounds the wait for new records on brokers that do not answer a fetch as soon
-            // as records arrive (tansu holds each fetch for the whole wait): at 100 ms the
-            // bus alone added 100-170 ms to every delivery there. Kafka answers early, so
-            // this only sets how often an idle consumer asks.
-            .set("fetch.wait.max.ms", "20")
+            // See DEFAULT_FETCH_WAIT.
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string())
             .set("fetch.error.backoff.ms", "100")
             // Statistics (every 5 s) carry the consumer lag the metrics report.
             .set("statistics.interval.ms", "5000");
@@ -160,17 +166,22 @@ mod tests {
         assert_eq!(settings.brokers, ["a:9092", "b.example:19092"]);
         assert_eq!((settings.partitions, settings.replication), (DEFAULT_PARTITIONS, 1));
         assert_eq!(settings.delivery_timeout, DEFAULT_DELIVERY_TIMEOUT);
+        assert_eq!(settings.fetch_wait, DEFAULT_FETCH_WAIT);
+        let consumer = settings.consumer("g", StartFrom::Latest);
+        assert_eq!(consumer.get("fetch.wait.max.ms"), Some("20"));
     }
 
     #[test]
     fn parses_options() {
         let settings = KafkaSettings::parse(
-            "kafka://127.0.0.1:9092/?partitions=3&replication=2&delivery_timeout_ms=1500",
+            "kafka://127.0.0.1:9092/?partitions=3&replication=2&delivery_timeout_ms=1500&fetch_wait_ms=250",
         )
         .expect("parse");
         assert_eq!(settings.brokers, ["127.0.0.1:9092"]);
         assert_eq!((settings.partitions, settings.replication), (3, 2));
         assert_eq!(settings.delivery_timeout, Duration::from_millis(1500));
+        assert_eq!(settings.fetch_wait, Duration::from_millis(250));
+        assert_eq!(settings.consumer("g", StartFrom::Earliest).get("fetch.wait.max.ms"), Some("250"));
     }
 
     #[test]
@@ -185,6 +196,7 @@ mod tests {
             "kafka://a:1?partitions=0",
             "kafka://a:1?partitions=x",
             "kafka://a:1?partitons=3",
+            "kafka://a:1?fetch_wait_ms=0",
         ] {
             assert!(KafkaSettings::parse(url).is_err(), "{url} should be rejected");
         }
