@@ -460,17 +460,7 @@ impl Store for MemoryStore {
         {
             return Ok((existing.clone(), false));
         }
-        let message = Message {
-            id: new.id,
-            conversation_id: new.conversation_id,
-            seq: conversation.last_seq() + 1,
-            sender_id: new.sender_id,
-            body: new.body.clone(),
-            client_msg_id: new.client_msg_id.clone(),
-            created_at: new.created_at,
-            edited_at: None,
-            deleted: false,
-        };
+        let message = new.stored_as(conversation.last_seq() + 1);
         conversation.messages.push(message.clone());
         if let Some(member) = conversation.member_mut(new.sender_id) {
             member.read_seq = message.seq;

@@ -122,6 +122,23 @@ pub struct NewMessage {
     pub created_at: Timestamp,
 }
 
+impl NewMessage {
+    /// The message this send becomes when stored with `seq` (every backend builds it so).
+    pub fn stored_as(&self, seq: u64) -> Message {
+        Message {
+            id: self.id,
+            conversation_id: self.conversation_id,
+            seq,
+            sender_id: self.sender_id,
+            body: self.body.clone(),
+            client_msg_id: self.client_msg_id.clone(),
+            created_at: self.created_at,
+            edited_at: None,
+            deleted: false,
+        }
+    }
+}
+
 /// A change to an existing message.
 #[derive(Debug, Clone)]
 pub enum MessageChange {

@@ -95,17 +95,7 @@ pub(super) async fn insert_message(store: &PostgresStore, new: &NewMessage) -> S
         .bind(sender)
         .execute(&mut *tx)
         .await?;
-    let message = Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        seq: seq(next)?,
-        sender_id: new.sender_id,
-        body: new.body.clone(),
-        client_msg_id: new.client_msg_id.clone(),
-        created_at: new.created_at,
-        edited_at: None,
-        deleted: false,
-    };
+    let message = new.stored_as(seq(next)?);
     outbox::push(&mut tx, &[Event::MessageCreated { message: message.clone() }]).await?;
     tx.commit().await?;
     Ok((message, true))

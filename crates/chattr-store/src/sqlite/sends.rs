@@ -153,7 +153,7 @@ async fn commit(
                 let slot = next
                     .get_mut(&db_id(new.conversation_id))
                     .ok_or_else(|| StoreError::Backend("a conversation's counter did not move".into()))?;
-                messages[i] = Some(message(new, seq(*slot)?));
+                messages[i] = Some(new.stored_as(seq(*slot)?));
                 *slot += 1;
             }
         }
@@ -267,21 +267,6 @@ async fn next_seqs(
             (c, last - n + 1)
         })
         .collect())
-}
-
-/// The message a new send becomes.
-fn message(new: &NewMessage, seq: u64) -> Message {
-    Message {
-        id: new.id,
-        conversation_id: new.conversation_id,
-        seq,
-        sender_id: new.sender_id,
-        body: new.body.clone(),
-        client_msg_id: new.client_msg_id.clone(),
-        created_at: new.created_at,
-        edited_at: None,
-        deleted: false,
-    }
 }
 
 /// Inserts the new messages, moves each sender's read position to their newest one (a
