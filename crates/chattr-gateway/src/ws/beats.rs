@@ -95,25 +95,13 @@ async fn answer(batch: Vec<Due>, auth: &AuthClient, messaging: &MessagingClient)
         warn!(error = %e, sockets = batch.len(), "session check failed");
         vec![true; batch.len()]
     });
-    let mut latest = latest.unwrap_or_else(|e| {
+    // One snapshot per user, however many of the user's sockets are in the batch.
+    let latest = latest.unwrap_or_else(|e| {
         warn!(error = %e, sockets = batch.len(), "heartbeat snapshot failed");
         HashMap::new()
     });
-    // A user with several sockets here gets one snapshot, shared.
-    let mut shared: HashMap<_, Vec<(ConversationId, u64)>> = HashMap::new();
     for (due, live) in batch.into_iter().zip(checked) {
-        let beat = if live {
-            let user = due.who.user_id;
-            let seqs = match shared.get(&user) {
-                Some(seqs) => Some(seqs.clone()),
-                None => latest.remove(&user).inspect(|seqs| {
-                    shared.insert(user, seqs.clone());
-                }),
-            };
-            Beat::Live(seqs)
-        } else {
-            Beat::Revoked
-        };
+        let beat = if live { Beat::Live(latest.get(&due.who.user_id).cloned()) } else { Beat::Revoked };
         let _ = due.answer.send(beat);
     }
     metrics::histogram!(m::HEARTBEAT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());
