@@ -11,6 +11,8 @@ pub const ERRORS: &str = "chattr_store_errors_total";
 /// Transactions that committed queued sends together (SQLite's group commit); sends per
 /// batch = `insert_message` calls ÷ this.
 pub const SEND_BATCHES: &str = "chattr_store_send_batches_total";
+/// Background WAL checkpoints that copied frames (SQLite), and how long each took.
+pub const CHECKPOINT_SECONDS: &str = "chattr_store_checkpoint_seconds";
 
 /// Every `op` label value (the [`crate::Store`] methods).
 pub const OPS: &[&str] = &[
@@ -54,6 +56,11 @@ pub fn describe() {
     metrics::describe_histogram!(OP_SECONDS, metrics::Unit::Seconds, "Store call latency, by method");
     metrics::describe_counter!(ERRORS, "Store calls that failed in the backend, by method");
     metrics::describe_counter!(SEND_BATCHES, "Transactions that committed queued sends together");
+    metrics::describe_histogram!(
+        CHECKPOINT_SECONDS,
+        metrics::Unit::Seconds,
+        "Background WAL checkpoints that copied frames, by duration"
+    );
     for op in OPS {
         metrics::counter!(ERRORS, "op" => *op).increment(0);
     }

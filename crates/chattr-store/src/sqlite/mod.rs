@@ -6,6 +6,7 @@
 //! transactions queue inside the process instead of fighting over SQLite's single writer
 //! lock (which would surface as `SQLITE_BUSY` under load).
 
+mod checkpoints;
 mod conversations;
 mod messages;
 mod outbox;
@@ -32,6 +33,10 @@ use crate::{
 
 /// How long a connection waits for a lock held by another connection or process.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// WAL pages (4 KiB each) at which the writer checkpoints inline and the WAL starts over:
+/// 40 MiB, ten times SQLite's default, so the writer's own checkpoints (each with two
+/// fsyncs it waits for) come ten times less often.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// Bytes the WAL file is cut back to when it starts over (it keeps its largest size
 /// otherwise).
 const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
@@ -47,6 +52,9 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Sends wait here to be committed together on `write` ([`sends`]).
     sends: sends::SendQueue,
+    /// Copies the WAL into the database ahead of the writer's own checkpoints
+    /// ([`checkpoints`]); none for `:memory:`.
+    checkpoints: Option<checkpoints::Checkpointer>,
 }
 
 /// Every sqlx error is a backend failure; the few constraint violations that mean something
@@ -97,15 +105,17 @@ impl SqliteStore {
             // database. That is the right trade for chat at a fraction of FULL's fsyncs.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // The writer checkpoints itself once the WAL holds this many pages; the
+            // background checkpointer has copied nearly all of them by then (ADR 0011).
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string())
             // After a burst, the WAL file is cut back to this size when it starts over.
             .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string());
         // The writer connection is opened first (and kept open forever) so the WAL switch
         // happens once, before any reader exists.
-        // It checkpoints the WAL itself, as SQLite does by default (every 1,000 pages, on
-        // commit). Checkpointing from elsewhere was tried and measured (ADR 0011): passive
-        // checkpoints from a reader never let the WAL start over under sustained writes
-        // (it reached 2.5 GB in 40 s), and adding periodic `RESTART` checkpoints on the
-        // writer to bound it cost more latency than the inline ones.
+        // It checkpoints the WAL itself on commit, past WAL_AUTOCHECKPOINT_PAGES, which
+        // keeps the WAL bounded; the checkpointer does most of that work
+        // beforehand on its own connection, so the writer's checkpoints are short
+        // ([`checkpoints`], ADR 0011).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -116,9 +126,11 @@ impl SqliteStore {
         let readers = std::thread::available_parallelism().map_or(4, |n| n.get()).clamp(2, MAX_READERS);
         let read = SqlitePoolOptions::new()
             .max_connections(u32::try_from(readers).unwrap_or(4))
-            .connect_with(base)
+            .connect_with(base.clone())
             .await?;
-        Ok(Self { sends: sends::start(write.clone())?, read, write })
+        let checkpoints = Some(checkpoints::Checkpointer::start(&base).await?);
+        let kick = checkpoints.as_ref().map(checkpoints::Checkpointer::kick);
+        Ok(Self { sends: sends::start(write.clone(), kick)?, read, write, checkpoints })
     }
 
     async fn open_memory() -> StoreResult<Self> {
@@ -133,11 +145,19 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(Self { read: pool.clone(), sends: sends::start(pool.clone())?, write: pool })
+        Ok(Self {
+            read: pool.clone(),
+            sends: sends::start(pool.clone(), None)?,
+            write: pool,
+            checkpoints: None,
+        })
     }
 
     /// Closes all connections, waiting for them to finish (checkpointing the WAL).
     pub async fn close(&self) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.stop().await;
+        }
         self.read.close().await;
         self.write.close().await;
     }
@@ -354,6 +374,11 @@ mod tests {
         assert_eq!(pragmas(&store.write).await, expected);
         assert_eq!(pragmas(&store.read).await, expected);
         assert_eq!(store.write.options().get_max_connections(), 1, "one writer");
+        let mut writer = store.write.acquire().await.expect("writer");
+        let autocheckpoint: i64 =
+            sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&mut *writer).await.expect("pragma");
+        assert_eq!(autocheckpoint, i64::from(WAL_AUTOCHECKPOINT_PAGES));
+        drop(writer);
         store.close().await;
     }
 
@@ -426,6 +451,42 @@ mod tests {
             task.await.expect("task");
         }
         assert!(last >= first + 2, "the WAL started over {} times in 4 s of writes", last - first);
+        store.close().await;
+    }
+
+    /// Frames the writer leaves in the WAL are copied into the database by the background
+    /// checkpointer, long before the writer checkpoints itself (at `WAL_AUTOCHECKPOINT_PAGES`).
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("chattr.db");
+        let store = SqliteStore::open(path.to_str().expect("utf-8")).await.expect("open");
+        for n in 0..20 {
+            let user = UserRecord {
+                id: uuid::Uuid::now_v7(),
+                username: format!("u{n}"),
+                password_hash: "h".into(),
+                created_at: chattr_core::now(),
+            };
+            store.create_user(&user).await.expect("user");
+        }
+        // The wal-index (-shm) holds the WAL's frame count at bytes 16..20 of its header and
+        // the frames copied so far (nBackfill) at 96..100, in native byte order.
+        let shm = dir.path().join("chattr.db-shm");
+        let frames = |at: usize| {
+            let bytes = std::fs::read(&shm).expect("shm");
+            u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+        };
+        let written = frames(16);
+        assert!(
+            written > 0 && written < WAL_AUTOCHECKPOINT_PAGES,
+            "{written} frames: in the WAL, short of the writer's own checkpoint"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while frames(96) < written && std::time::Instant::now() < deadline {
+            tokio::time::sleep(checkpoints::INTERVAL).await;
+        }
+        assert_eq!(frames(96), written, "every frame copied into the database");
         store.close().await;
     }
 

@@ -16,12 +16,13 @@
 //! alone and does not take its batch-mates with it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chattr_api::v1::Message;
 use chattr_core::events::Event;
 use serde_json::json;
 use sqlx::{Sqlite, SqlitePool, Transaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::rows::{db_id, ms, seq, MessageRow, MESSAGE_COLUMNS};
 use crate::{NewMessage, StoreError, StoreResult};
@@ -46,7 +47,8 @@ pub(super) type SendQueue = mpsc::UnboundedSender<Queued>;
 /// trips to sqlx's worker thread, and on a runtime busy with thousands of sockets each
 /// wake-up from that thread waits in the shared queue behind socket tasks, which capped
 /// throughput with the writer mostly idle. The thread ends when the store is dropped.
-pub(super) fn start(write: SqlitePool) -> StoreResult<SendQueue> {
+/// `kick`, if any, is notified after every batch (the background checkpointer).
+pub(super) fn start(write: SqlitePool, kick: Option<Arc<Notify>>) -> StoreResult<SendQueue> {
     let (queue, mut queued) = mpsc::unbounded_channel::<Queued>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -60,6 +62,9 @@ pub(super) fn start(write: SqlitePool) -> StoreResult<SendQueue> {
                 while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
                     metrics::counter!(crate::metrics::SEND_BATCHES).increment(1);
                     commit_or_split(&write, std::mem::take(&mut batch)).await;
+                    if let Some(kick) = &kick {
+                        kick.notify_one();
+                    }
                 }
             });
         })
