@@ -2,7 +2,9 @@
 //!
 //! Every socket's heartbeat needs three answers from the services: is its session still
 //! live, mark its connection present, and the latest seq of each of its user's
-//! conversations. Asked per socket that is three calls and two database reads per socket
+//! conversations. A socket that has just subscribed needs the same three (its session
+//! may have been revoked meanwhile, it is now present, and `ready` carries the snapshot),
+//! so connections ask here too, and a reconnect storm costs a few calls per batch. Asked per socket that is three calls and two database reads per socket
 //! per interval, which at tens of thousands of idle sockets is thousands of calls a second
 //! and timeouts. Here a socket whose heartbeat is due hands it to one task; the task waits
 //! [`WINDOW`] for others, then asks for the whole batch with two calls
@@ -32,8 +34,14 @@ const MAX_BATCH: usize = 2_000;
 pub(crate) enum Beat {
     /// The session was revoked: close the socket.
     Revoked,
-    /// The latest seq of each conversation, or `None` if the snapshot failed this time.
-    Live(Option<Vec<(ConversationId, u64)>>),
+    /// Not known to be revoked.
+    Live {
+        /// Whether the session check answered (`false`: it failed, which is not a
+        /// revocation; a heartbeat tries again next time, a new connection is refused).
+        checked: bool,
+        /// The latest seq of each conversation, or `None` if the snapshot failed.
+        latest: Option<Vec<(ConversationId, u64)>>,
+    },
 }
 
 /// A heartbeat handed to the batcher.
@@ -90,18 +98,25 @@ async fn answer(batch: Vec<Due>, auth: &AuthClient, messaging: &MessagingClient)
     let who: Vec<Principal> = batch.iter().map(|d| d.who).collect();
     let live: Vec<_> = batch.iter().map(|d| (d.who.user_id, d.connection.clone())).collect();
     let (checked, latest) = tokio::join!(auth.check_sessions(&who), messaging.heartbeat(&live));
-    // Only a definite "revoked" closes a socket; a check that failed is tried next time.
-    let checked = checked.unwrap_or_else(|e| {
-        warn!(error = %e, sockets = batch.len(), "session check failed");
-        vec![true; batch.len()]
-    });
+    // Only a definite "revoked" closes a socket.
+    let (checked, alive) = match checked {
+        Ok(alive) => (true, alive),
+        Err(e) => {
+            warn!(error = %e, sockets = batch.len(), "session check failed");
+            (false, vec![true; batch.len()])
+        }
+    };
     // One snapshot per user, however many of the user's sockets are in the batch.
     let latest = latest.unwrap_or_else(|e| {
         warn!(error = %e, sockets = batch.len(), "heartbeat snapshot failed");
         HashMap::new()
     });
-    for (due, live) in batch.into_iter().zip(checked) {
-        let beat = if live { Beat::Live(latest.get(&due.who.user_id).cloned()) } else { Beat::Revoked };
+    for (due, live) in batch.into_iter().zip(alive) {
+        let beat = if live {
+            Beat::Live { checked, latest: latest.get(&due.who.user_id).cloned() }
+        } else {
+            Beat::Revoked
+        };
         let _ = due.answer.send(beat);
     }
     metrics::histogram!(m::HEARTBEAT_BATCH_SECONDS).record(started.elapsed().as_secs_f64());

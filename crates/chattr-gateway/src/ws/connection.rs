@@ -14,7 +14,6 @@ use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use chattr_api::v1::{close_codes, codes, ClientFrame, ConversationCursor, SendMessage, ServerFrame};
 use chattr_core::trace::TraceContext;
 use chattr_core::ConversationId;
-use chattr_proto::auth::AuthError;
 use chattr_proto::delivery::{Delivery, DeliveryKind};
 use chattr_proto::messaging::{HistoryQuery, MessagingError};
 use chattr_proto::{ErrorInfo, Principal};
@@ -165,11 +164,18 @@ impl Conn {
         self.slot = Some(slot.clone());
         let connection_id = Uuid::now_v7().to_string();
         // The session may have been revoked between the token check and the subscription
-        // (its revoke event would then have found no socket): check again now.
-        let end = match self.state.auth.check_session(principal).await {
-            Ok(()) => self.serve(principal, cursors, &slot, &mut rx, &connection_id).await,
-            Err(AuthError::Unauthorized) => End::Close(close_codes::SESSION_REVOKED, "session revoked"),
-            Err(_) => End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"),
+        // (its revoke event would then have found no socket): check again now. The check
+        // goes with this gateway's batch of heartbeats, which also marks the connection
+        // present and reads the snapshot `ready` carries (read after subscribing, so no
+        // message falls between the snapshot and the live deliveries).
+        let end = match self.state.beats.request(principal, &connection_id).await {
+            Ok(Beat::Live { checked: true, latest: Some(latest) }) => {
+                self.serve(principal, cursors, latest, &slot, &mut rx, &connection_id).await
+            }
+            Ok(Beat::Revoked) => End::Close(close_codes::SESSION_REVOKED, "session revoked"),
+            Ok(Beat::Live { .. }) | Err(_) => {
+                End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable")
+            }
         };
 
         self.state.hub.unregister(principal.user_id, &slot).await;
@@ -217,6 +223,7 @@ impl Conn {
         &mut self,
         who: Principal,
         cursors: BTreeMap<ConversationId, u64>,
+        latest: Vec<(ConversationId, u64)>,
         slot: &Arc<Slot>,
         rx: &mut mpsc::Receiver<Arc<Delivery>>,
         connection_id: &str,
@@ -224,11 +231,8 @@ impl Conn {
         // Subscribed already: now the snapshot, then the replay.
         // Boxed: the rarely taken, deep code paths would otherwise size the state every idle
         // socket keeps (a future is as large as its largest suspended state).
-        if let Err(end) = Box::pin(self.snapshot_and_replay(who, cursors)).await {
+        if let Err(end) = Box::pin(self.snapshot_and_replay(who, cursors, latest)).await {
             return end;
-        }
-        if let Err(e) = self.state.messaging.presence_up(who.user_id, connection_id).await {
-            warn!(error = %e, "presence up failed");
         }
         let period = Duration::from_secs(self.state.settings.heartbeat_secs.max(1));
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -287,22 +291,18 @@ impl Conn {
         }
     }
 
-    /// Sends `ready`, replays what each cursor missed (or `resync`), then `synced`.
+    /// Sends `ready` with `latest` (each conversation's last seq), replays what each cursor
+    /// missed (or `resync`), then `synced`.
     async fn snapshot_and_replay(
         &mut self,
         who: Principal,
         cursors: BTreeMap<ConversationId, u64>,
+        latest: Vec<(ConversationId, u64)>,
     ) -> Result<(), End> {
         let user = self
             .state
             .auth
             .user(who.user_id)
-            .await
-            .map_err(|_| End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"))?;
-        let latest = self
-            .state
-            .messaging
-            .latest_seqs(who.user_id)
             .await
             .map_err(|_| End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"))?;
         let ready = ServerFrame::Ready {
@@ -474,7 +474,7 @@ impl Conn {
     async fn beaten(&mut self, beat: Result<Beat, oneshot::error::RecvError>) -> Result<(), End> {
         let latest = match beat {
             Ok(Beat::Revoked) => return Err(End::Close(close_codes::SESSION_REVOKED, "session revoked")),
-            Ok(Beat::Live(latest)) => latest,
+            Ok(Beat::Live { latest, .. }) => latest,
             Err(_) => None,
         };
         // Browsers answer protocol pings by themselves, so an idle but healthy page stays.
