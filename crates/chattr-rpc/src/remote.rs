@@ -43,6 +43,9 @@ pub enum Retry {
     Once,
 }
 
+/// Calls in flight at once to one instance, per client process.
+const MAX_IN_FLIGHT: usize = 256;
+
 /// Settings of a remote service client.
 #[derive(Debug, Clone)]
 pub struct RemoteSettings {
@@ -110,6 +113,12 @@ impl Balancer {
                 .map_err(|e| format!("{service} address {addr:?}: {e}"))?
                 .connect_timeout(settings.connect_timeout)
                 .timeout(settings.deadline)
+                // Calls past this wait in this process, not on the instance: a burst (a
+                // reconnect storm's ten thousand goodbyes) sent all at once would sit
+                // unaccepted on the instance, time out, and be reset, and an HTTP/2
+                // server drops a connection whose client resets many streams it has not
+                // accepted yet, failing every call on it.
+                .concurrency_limit(MAX_IN_FLIGHT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
