@@ -190,10 +190,10 @@ impl Bus for KafkaBus {
     async fn subscribe(&self, topic: &str, group: &str, start: StartFrom) -> BusResult<Box<dyn BusConsumer>> {
         // The lag metric names the topic and group as callers know them, without the prefix.
         let lag = crate::metrics::consumer_lag(topic, group);
+        let settings = settings_for(&self.settings, topic);
         let (topic, group) = (self.physical(topic), self.physical(group));
         self.topics.ensure(&topic).await?;
-        let consumer =
-            KafkaConsumer::join(&self.settings, &self.departures, &topic, &group, start, lag).await?;
+        let consumer = KafkaConsumer::join(&settings, &self.departures, &topic, &group, start, lag).await?;
         if self.settings.topic_prefix.is_empty() {
             return Ok(Box::new(consumer));
         }
@@ -209,7 +209,37 @@ impl Bus for KafkaBus {
     }
 }
 
+/// How long the canary's fetches wait at least. Its consumer runs for the life of the
+/// process but reads one record per health probe (every few seconds, each allowed 4 s);
+/// at the default wait it would ask the broker for records fifty times a second for
+/// nothing. On tansu, which answers an empty fetch by polling its storage, the canaries
+/// of a distributed deployment's processes cost the broker about half a core while idle.
+const CANARY_FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// The consumer settings for `topic` (its logical name): the canary's fetches wait longer.
+fn settings_for(settings: &KafkaSettings, topic: &str) -> KafkaSettings {
+    let mut settings = settings.clone();
+    if topic == crate::canary::TOPIC {
+        settings.fetch_wait = settings.fetch_wait.max(CANARY_FETCH_WAIT);
+    }
+    settings
+}
+
 /// Maps an rdkafka error to [`BusError::Backend`], saying what was being done.
 fn backend(what: &'static str) -> impl Fn(KafkaError) -> BusError {
     move |e| BusError::Backend(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_canary_waits_longer_for_records() {
+        let settings = KafkaSettings::parse("kafka://127.0.0.1:9092").expect("url");
+        assert_eq!(settings_for(&settings, crate::canary::TOPIC).fetch_wait, CANARY_FETCH_WAIT);
+        assert_eq!(settings_for(&settings, "chattr.conversations"), settings);
+        let slow = KafkaSettings::parse("kafka://127.0.0.1:9092?fetch_wait_ms=900").expect("url");
+        assert_eq!(settings_for(&slow, crate::canary::TOPIC).fetch_wait, Duration::from_millis(900));
+    }
 }
