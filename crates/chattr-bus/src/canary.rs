@@ -44,7 +44,7 @@ impl Canary {
             None => {
                 let joined = tokio::time::timeout(
                     JOIN_TIMEOUT,
-                    self.bus.subscribe(TOPIC, &self.group, StartFrom::Latest),
+                    self.bus.subscribe_unhurried(TOPIC, &self.group, StartFrom::Latest),
                 )
                 .await
                 .map_err(|_| {

@@ -36,6 +36,7 @@ macro_rules! bus_conformance_tests {
             headers_and_payload_round_trip,
             next_waits_and_wakes_on_publish,
             next_is_cancel_safe,
+            unhurried_consumers_get_every_record,
             ping_answers,
         );
     };
@@ -127,6 +128,23 @@ pub async fn publish_then_consume_in_order(bus: DynBus) {
     assert_eq!(payloads, expected);
     assert!(got.iter().all(|r| r.topic == topic && r.key == "k" && r.partition == got[0].partition));
     assert!(got.windows(2).all(|w| w[0].offset < w[1].offset), "offsets must grow");
+    assert_quiet(&mut consumer).await;
+}
+
+/// An unhurried consumer may read later, but reads the same records, in the same order,
+/// and commits like any other.
+pub async fn unhurried_consumers_get_every_record(bus: DynBus) {
+    let topic = unique("unhurried");
+    let group = unique("g");
+    publish(&bus, (0..5).map(|i| record(&topic, "k", &i.to_string())).collect()).await;
+    let mut consumer =
+        within("subscribe_unhurried", bus.subscribe_unhurried(&topic, &group, StartFrom::Earliest))
+            .await
+            .expect("subscribe_unhurried");
+    let got = next_n(&mut consumer, 5).await;
+    let payloads: Vec<String> = got.iter().map(payload).collect();
+    assert_eq!(payloads, ["0", "1", "2", "3", "4"]);
+    within("commit", consumer.commit(&got[4])).await.expect("commit");
     assert_quiet(&mut consumer).await;
 }
 

@@ -38,6 +38,17 @@ impl Bus for Instrumented {
         Ok(Box::new(Consumer { inner, delay }))
     }
 
+    async fn subscribe_unhurried(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+    ) -> BusResult<Box<dyn BusConsumer>> {
+        let inner = self.0.subscribe_unhurried(topic, group, start).await?;
+        let delay = metrics::histogram!(CONSUME_DELAY_SECONDS, "topic" => topic.to_owned());
+        Ok(Box::new(Consumer { inner, delay }))
+    }
+
     async fn ping(&self) -> BusResult<()> {
         self.0.ping().await
     }

@@ -188,16 +188,16 @@ impl Bus for KafkaBus {
     }
 
     async fn subscribe(&self, topic: &str, group: &str, start: StartFrom) -> BusResult<Box<dyn BusConsumer>> {
-        // The lag metric names the topic and group as callers know them, without the prefix.
-        let lag = crate::metrics::consumer_lag(topic, group);
-        let settings = settings_for(&self.settings, topic);
-        let (topic, group) = (self.physical(topic), self.physical(group));
-        self.topics.ensure(&topic).await?;
-        let consumer = KafkaConsumer::join(&settings, &self.departures, &topic, &group, start, lag).await?;
-        if self.settings.topic_prefix.is_empty() {
-            return Ok(Box::new(consumer));
-        }
-        Ok(Box::new(Prefixed { inner: consumer, prefix: self.settings.topic_prefix.clone() }))
+        self.join(topic, group, start, self.settings.clone()).await
+    }
+
+    async fn subscribe_unhurried(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+    ) -> BusResult<Box<dyn BusConsumer>> {
+        self.join(topic, group, start, unhurried(&self.settings)).await
     }
 
     async fn ping(&self) -> BusResult<()> {
@@ -209,19 +209,38 @@ impl Bus for KafkaBus {
     }
 }
 
-/// How long the canary's fetches wait at least. Its consumer runs for the life of the
-/// process but reads one record per health probe (every few seconds, each allowed 4 s);
-/// at the default wait it would ask the broker for records fifty times a second for
-/// nothing. On tansu, which answers an empty fetch by polling its storage, the canaries
-/// of a distributed deployment's processes cost the broker about half a core while idle.
-const CANARY_FETCH_WAIT: Duration = Duration::from_millis(500);
-
-/// The consumer settings for `topic` (its logical name): the canary's fetches wait longer.
-fn settings_for(settings: &KafkaSettings, topic: &str) -> KafkaSettings {
-    let mut settings = settings.clone();
-    if topic == crate::canary::TOPIC {
-        settings.fetch_wait = settings.fetch_wait.max(CANARY_FETCH_WAIT);
+impl KafkaBus {
+    /// A member of `group` on `topic`, its consumer configured by `settings`.
+    async fn join(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+        settings: KafkaSettings,
+    ) -> BusResult<Box<dyn BusConsumer>> {
+        // The lag metric names the topic and group as callers know them, without the prefix.
+        let lag = crate::metrics::consumer_lag(topic, group);
+        let (topic, group) = (self.physical(topic), self.physical(group));
+        self.topics.ensure(&topic).await?;
+        let consumer = KafkaConsumer::join(&settings, &self.departures, &topic, &group, start, lag).await?;
+        if self.settings.topic_prefix.is_empty() {
+            return Ok(Box::new(consumer));
+        }
+        Ok(Box::new(Prefixed { inner: consumer, prefix: self.settings.topic_prefix.clone() }))
     }
+}
+
+/// How long an unhurried consumer's fetches wait at least ([`Bus::subscribe_unhurried`]).
+/// Such consumers run for the life of the process but read a record every few seconds at
+/// most; at the default wait each would ask the broker fifty times a second for nothing.
+/// On tansu, which answers an empty fetch by polling its storage, each such consumer cost
+/// the broker a share of a core while idle (docs/operations.md).
+const UNHURRIED_FETCH_WAIT: Duration = Duration::from_millis(500);
+
+/// `settings` for an unhurried consumer: fetches wait at least [`UNHURRIED_FETCH_WAIT`].
+fn unhurried(settings: &KafkaSettings) -> KafkaSettings {
+    let mut settings = settings.clone();
+    settings.fetch_wait = settings.fetch_wait.max(UNHURRIED_FETCH_WAIT);
     settings
 }
 
@@ -235,11 +254,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_canary_waits_longer_for_records() {
+    fn unhurried_consumers_wait_longer_for_records() {
         let settings = KafkaSettings::parse("kafka://127.0.0.1:9092").expect("url");
-        assert_eq!(settings_for(&settings, crate::canary::TOPIC).fetch_wait, CANARY_FETCH_WAIT);
-        assert_eq!(settings_for(&settings, "chattr.conversations"), settings);
+        let relaxed = unhurried(&settings);
+        assert_eq!(relaxed.fetch_wait, UNHURRIED_FETCH_WAIT);
+        assert_eq!(
+            KafkaSettings { fetch_wait: settings.fetch_wait, ..relaxed },
+            settings,
+            "nothing else changes"
+        );
         let slow = KafkaSettings::parse("kafka://127.0.0.1:9092?fetch_wait_ms=900").expect("url");
-        assert_eq!(settings_for(&slow, crate::canary::TOPIC).fetch_wait, Duration::from_millis(900));
+        assert_eq!(unhurried(&slow).fetch_wait, Duration::from_millis(900), "never shorter than configured");
     }
 }

@@ -91,6 +91,17 @@ pub trait Bus: Send + Sync + 'static {
     /// record; consumers of one group share the partitions. A group resumes after its last
     /// committed offset (records read but not committed are delivered again).
     async fn subscribe(&self, topic: &str, group: &str, start: StartFrom) -> BusResult<Box<dyn BusConsumer>>;
+    /// Like [`Bus::subscribe`], for a consumer nobody waits on (the health canary, call
+    /// summaries): the backend may let its records wait longer before they are read (on
+    /// Kafka, up to 500 ms a fetch) in exchange for asking the broker far less often.
+    async fn subscribe_unhurried(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+    ) -> BusResult<Box<dyn BusConsumer>> {
+        self.subscribe(topic, group, start).await
+    }
     /// Checks the backend answers (for `/ready`).
     async fn ping(&self) -> BusResult<()>;
 }

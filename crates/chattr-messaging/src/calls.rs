@@ -48,7 +48,8 @@ pub async fn run(bus: DynBus, messaging: Arc<Messaging>, shutdown: impl Future<O
     let mut consumer: Box<dyn BusConsumer> = loop {
         let subscribed = tokio::select! {
             _ = &mut shutdown => return,
-            c = bus.subscribe(TOPIC_CALLS, GROUP, StartFrom::Earliest) => c,
+            // A summary line a moment late is fine: spare the broker the frequent fetches.
+            c = bus.subscribe_unhurried(TOPIC_CALLS, GROUP, StartFrom::Earliest) => c,
         };
         match subscribed {
             Ok(c) => break c,
