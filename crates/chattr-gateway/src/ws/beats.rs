@@ -2,15 +2,17 @@
 //!
 //! Every socket's heartbeat needs three answers from the services: is its session still
 //! live, mark its connection present, and the latest seq of each of its user's
-//! conversations. A socket that has just subscribed needs the same three (its session
-//! may have been revoked meanwhile, it is now present, and `ready` carries the snapshot),
-//! so connections ask here too, and a reconnect storm costs a few calls per batch. Asked per socket that is three calls and two database reads per socket
+//! conversations. Asked per socket that is three calls and two database reads per socket
 //! per interval, which at tens of thousands of idle sockets is thousands of calls a second
 //! and timeouts. Here a socket whose heartbeat is due hands it to one task; the task waits
 //! [`WINDOW`] for others, then asks for the whole batch with two calls
 //! ([`AuthService::check_sessions`](chattr_proto::auth::AuthService::check_sessions) and
 //! [`MessagingService::heartbeat`](chattr_proto::messaging::MessagingService::heartbeat)),
 //! each one query per backend, and answers every socket.
+//!
+//! A socket that has just subscribed needs the same three answers (its session may have
+//! been revoked meanwhile, it is now present, and `ready` carries the snapshot), so new
+//! connections ask here too, and a reconnect storm costs a few calls per batch.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,20 +1,21 @@
 //! Background WAL checkpoints on SQLite.
 //!
-//! The writer checkpoints inline, as SQLite does by default: once the WAL holds 1,000
-//! pages, the commit that crossed the line copies them into the database file and fsyncs
-//! both files before it returns. That keeps the WAL bounded (a checkpoint run by the writer
-//! itself finishes, so the next write starts the WAL over), but every send queued behind
-//! that commit waits for the copy and the fsyncs, which set the embedded server's p99.
+//! The writer checkpoints inline, as SQLite does by default: once the WAL holds
+//! `WAL_AUTOCHECKPOINT_PAGES`, the commit that crossed the line copies them into the
+//! database file and fsyncs both files before it returns. That keeps the WAL bounded (a
+//! checkpoint run by the writer itself finishes, so the next write starts the WAL over),
+//! but every send queued behind that commit waits for the copy and the fsyncs. With
+//! SQLite's default of 1,000 pages, that set the embedded server's p99.
 //!
 //! The checkpointer here does the same work ahead of time, on a connection of its own:
 //! after every committed batch of sends (and every [`INTERVAL`] otherwise) it runs a
 //! passive checkpoint, which copies whatever the WAL holds into the database and fsyncs,
 //! without blocking the writer or readers. Under load it runs back to back, so dirty pages
-//! reach the disk in a steady stream rather than in bursts the writer has to wait for. When the writer's
-//! own checkpoint comes due, nearly everything is already copied and synced, so it costs
-//! the frames written since the last pass instead of a thousand pages. The writer's
-//! checkpoint stays on: a passive checkpoint alone never catches up with a writer that
-//! keeps writing, and the WAL would grow without bound (ADR 0011).
+//! reach the disk in a steady stream rather than in bursts the writer has to wait for.
+//! When the writer's own checkpoint comes due, nearly everything is already copied and
+//! synced, so it costs the frames written since the last pass. The writer's checkpoint
+//! stays on: a passive checkpoint alone never catches up with a writer that keeps
+//! writing, and the WAL would grow without bound (ADR 0011).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
