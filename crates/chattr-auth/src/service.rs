@@ -264,6 +264,10 @@ impl AuthService for Auth {
         users.into_iter().next().ok_or(AuthError::NotFound)
     }
 
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>, AuthError> {
+        self.store.users_by_ids(ids).await.map_err(internal)
+    }
+
     async fn sessions(&self, who: Principal) -> Result<Vec<SessionInfo>, AuthError> {
         let sessions = self.store.list_sessions(who.user_id).await.map_err(internal)?;
         Ok(sessions

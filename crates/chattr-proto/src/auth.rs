@@ -133,6 +133,20 @@ pub trait AuthService: Send + Sync + 'static {
     async fn touch(&self, who: Principal) -> Result<(), AuthError>;
     /// The public view of a user.
     async fn user(&self, id: UserId) -> Result<User, AuthError>;
+    /// [`AuthService::user`] for many users at once (a gateway greets a batch of new
+    /// connections in one call): those that exist, in any order. The default asks one at a
+    /// time.
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>, AuthError> {
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.user(*id).await {
+                Ok(user) => users.push(user),
+                Err(AuthError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(users)
+    }
     /// The caller's live sessions.
     async fn sessions(&self, who: Principal) -> Result<Vec<SessionInfo>, AuthError>;
     /// Revokes one of the caller's sessions (`NotFound` if not theirs).

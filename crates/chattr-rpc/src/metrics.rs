@@ -62,6 +62,7 @@ const METHODS: &[(&str, &str)] = &[
     ("/chattr.v1.Auth/CheckSessions", "auth.check_sessions"),
     ("/chattr.v1.Auth/Touch", "auth.touch"),
     ("/chattr.v1.Auth/GetUser", "auth.get_user"),
+    ("/chattr.v1.Auth/GetUsers", "auth.get_users"),
     ("/chattr.v1.Auth/Sessions", "auth.sessions"),
     ("/chattr.v1.Auth/RevokeSession", "auth.revoke_session"),
     ("/chattr.v1.Auth/RevokeOtherSessions", "auth.revoke_other_sessions"),

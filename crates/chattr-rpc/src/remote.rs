@@ -390,6 +390,12 @@ impl AuthService for RemoteAuth {
         auth_decode(cv::user_from(remote_call!(self, AuthStub, auth_error, get_user, Retry::Idempotent, msg)))
     }
 
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<api::User>, AuthError> {
+        let msg = pb::GetUsersRequest { user_ids: ids.iter().map(ToString::to_string).collect() };
+        let out = remote_call!(self, AuthStub, auth_error, get_users, Retry::Idempotent, msg);
+        auth_decode(out.users.into_iter().map(cv::user_from).collect())
+    }
+
     async fn sessions(&self, who: Principal) -> Result<Vec<api::SessionInfo>, AuthError> {
         let out = remote_call!(self, AuthStub, auth_error, sessions, Retry::Idempotent, cv::principal(who));
         auth_decode(out.sessions.into_iter().map(cv::session_from).collect())

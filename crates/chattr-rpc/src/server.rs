@@ -213,6 +213,12 @@ impl pb::auth_server::Auth for AuthGrpc {
         Ok(Response::new(cv::user(user)))
     }
 
+    async fn get_users(&self, req: Request<pb::GetUsersRequest>) -> Reply<pb::UserList> {
+        let ids = req.get_ref().user_ids.iter().map(|u| id("user_ids", u)).collect::<Result<Vec<_>, _>>()?;
+        let users = self.0.users(&ids).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::UserList { users: users.into_iter().map(cv::user).collect() }))
+    }
+
     async fn sessions(&self, req: Request<pb::Principal>) -> Reply<pb::SessionList> {
         let who = cv::principal_from(req.get_ref())?;
         let list = self.0.sessions(who).await.map_err(|e| to_status(&e))?;

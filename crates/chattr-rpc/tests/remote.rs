@@ -150,6 +150,11 @@ async fn remote_calls_behave_like_local_ones() {
     let forged = chattr_proto::Principal { user_id: bob.user.id, session_id: who.session_id };
     assert_eq!(auth.check_sessions(&[bob_who, who, forged]).await.unwrap(), [true, false, false]);
     assert!(auth.check_sessions(&[]).await.unwrap().is_empty());
+    // Many profiles at once: those that exist, whatever the order; an unknown id is left out.
+    let mut users = auth.users(&[bob.user.id, uuid::Uuid::now_v7(), alice.user.id]).await.unwrap();
+    users.sort_by_key(|u| u.username.clone());
+    assert_eq!(users, vec![alice.user.clone(), bob.user.clone()]);
+    assert!(auth.users(&[]).await.unwrap().is_empty());
     server.stop().await;
 }
 

@@ -11,13 +11,16 @@
 //! each one query per backend, and answers every socket.
 //!
 //! A socket that has just subscribed needs the same three answers (its session may have
-//! been revoked meanwhile, it is now present, and `ready` carries the snapshot), so new
-//! connections ask here too, and a reconnect storm costs a few calls per batch.
+//! been revoked meanwhile, it is now present, and `ready` carries the snapshot), plus its
+//! user's profile for `ready`. So new connections ask here too ([`Beats::greet`]; the
+//! profiles take one more call, [`AuthService::users`](chattr_proto::auth::AuthService::users)),
+//! and a reconnect storm costs a few calls per batch.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chattr_core::ConversationId;
+use chattr_api::v1::User;
+use chattr_core::{ConversationId, UserId};
 use chattr_proto::auth::AuthClient;
 use chattr_proto::messaging::MessagingClient;
 use chattr_proto::Principal;
@@ -43,6 +46,9 @@ pub(crate) enum Beat {
         checked: bool,
         /// The latest seq of each conversation, or `None` if the snapshot failed.
         latest: Option<Vec<(ConversationId, u64)>>,
+        /// The user's profile, for a new connection ([`Beats::greet`]); `None` for a
+        /// heartbeat, or if it could not be read.
+        user: Option<User>,
     },
 }
 
@@ -50,6 +56,8 @@ pub(crate) enum Beat {
 struct Due {
     who: Principal,
     connection: String,
+    /// A new connection, which also needs its user's profile.
+    greet: bool,
     answer: oneshot::Sender<Beat>,
 }
 
@@ -71,8 +79,18 @@ impl Beats {
     /// [`WINDOW`] plus the calls); the socket goes on serving meanwhile. If the batcher is
     /// gone, the answer never comes (the receiver reports the sender dropped).
     pub(crate) fn request(&self, who: Principal, connection: &str) -> oneshot::Receiver<Beat> {
+        self.enqueue(who, connection, false)
+    }
+
+    /// A new connection's first beat: like [`Beats::request`], and the answer also carries
+    /// the user's profile.
+    pub(crate) fn greet(&self, who: Principal, connection: &str) -> oneshot::Receiver<Beat> {
+        self.enqueue(who, connection, true)
+    }
+
+    fn enqueue(&self, who: Principal, connection: &str, greet: bool) -> oneshot::Receiver<Beat> {
         let (answer, answered) = oneshot::channel();
-        let _ = self.queue.send(Due { who, connection: connection.to_owned(), answer });
+        let _ = self.queue.send(Due { who, connection: connection.to_owned(), greet, answer });
         answered
     }
 }
@@ -99,7 +117,17 @@ async fn answer(batch: Vec<Due>, auth: &AuthClient, messaging: &MessagingClient)
     let started = std::time::Instant::now();
     let who: Vec<Principal> = batch.iter().map(|d| d.who).collect();
     let live: Vec<_> = batch.iter().map(|d| (d.who.user_id, d.connection.clone())).collect();
-    let (checked, latest) = tokio::join!(auth.check_sessions(&who), messaging.heartbeat(&live));
+    let mut greeted: Vec<UserId> = batch.iter().filter(|d| d.greet).map(|d| d.who.user_id).collect();
+    greeted.sort_unstable();
+    greeted.dedup();
+    let profiles = async {
+        if greeted.is_empty() {
+            return Ok(Vec::new());
+        }
+        auth.users(&greeted).await
+    };
+    let (checked, latest, profiles) =
+        tokio::join!(auth.check_sessions(&who), messaging.heartbeat(&live), profiles);
     // Only a definite "revoked" closes a socket.
     let (checked, alive) = match checked {
         Ok(alive) => (true, alive),
@@ -113,9 +141,17 @@ async fn answer(batch: Vec<Due>, auth: &AuthClient, messaging: &MessagingClient)
         warn!(error = %e, sockets = batch.len(), "heartbeat snapshot failed");
         HashMap::new()
     });
+    let profiles: HashMap<UserId, User> = match profiles {
+        Ok(users) => users.into_iter().map(|u| (u.id, u)).collect(),
+        Err(e) => {
+            warn!(error = %e, users = greeted.len(), "profiles for new connections failed");
+            HashMap::new()
+        }
+    };
     for (due, live) in batch.into_iter().zip(alive) {
         let beat = if live {
-            Beat::Live { checked, latest: latest.get(&due.who.user_id).cloned() }
+            let user = if due.greet { profiles.get(&due.who.user_id).cloned() } else { None };
+            Beat::Live { checked, latest: latest.get(&due.who.user_id).cloned(), user }
         } else {
             Beat::Revoked
         };

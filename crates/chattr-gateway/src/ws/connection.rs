@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use chattr_api::v1::{close_codes, codes, ClientFrame, ConversationCursor, SendMessage, ServerFrame};
+use chattr_api::v1::{close_codes, codes, ClientFrame, ConversationCursor, SendMessage, ServerFrame, User};
 use chattr_core::trace::TraceContext;
 use chattr_core::ConversationId;
 use chattr_proto::delivery::{Delivery, DeliveryKind};
@@ -166,11 +166,11 @@ impl Conn {
         // The session may have been revoked between the token check and the subscription
         // (its revoke event would then have found no socket): check again now. The check
         // goes with this gateway's batch of heartbeats, which also marks the connection
-        // present and reads the snapshot `ready` carries (read after subscribing, so no
-        // message falls between the snapshot and the live deliveries).
-        let end = match self.state.beats.request(principal, &connection_id).await {
-            Ok(Beat::Live { checked: true, latest: Some(latest) }) => {
-                self.serve(principal, cursors, latest, &slot, &mut rx, &connection_id).await
+        // present and reads what `ready` carries: the user's profile, and the snapshot
+        // (read after subscribing, so no message falls between it and the live deliveries).
+        let end = match self.state.beats.greet(principal, &connection_id).await {
+            Ok(Beat::Live { checked: true, latest: Some(latest), user: Some(user) }) => {
+                self.serve(principal, cursors, (user, latest), &slot, &mut rx, &connection_id).await
             }
             Ok(Beat::Revoked) => End::Close(close_codes::SESSION_REVOKED, "session revoked"),
             Ok(Beat::Live { .. }) | Err(_) => {
@@ -223,7 +223,7 @@ impl Conn {
         &mut self,
         who: Principal,
         cursors: BTreeMap<ConversationId, u64>,
-        latest: Vec<(ConversationId, u64)>,
+        ready: (User, Vec<(ConversationId, u64)>),
         slot: &Arc<Slot>,
         rx: &mut mpsc::Receiver<Arc<Delivery>>,
         connection_id: &str,
@@ -231,7 +231,7 @@ impl Conn {
         // Subscribed already: now the snapshot, then the replay.
         // Boxed: the rarely taken, deep code paths would otherwise size the state every idle
         // socket keeps (a future is as large as its largest suspended state).
-        if let Err(end) = Box::pin(self.snapshot_and_replay(who, cursors, latest)).await {
+        if let Err(end) = Box::pin(self.snapshot_and_replay(who, cursors, ready)).await {
             return end;
         }
         let period = Duration::from_secs(self.state.settings.heartbeat_secs.max(1));
@@ -291,20 +291,14 @@ impl Conn {
         }
     }
 
-    /// Sends `ready` with `latest` (each conversation's last seq), replays what each cursor
-    /// missed (or `resync`), then `synced`.
+    /// Sends `ready` (the user's profile, and each conversation's last seq), replays what
+    /// each cursor missed (or `resync`), then `synced`.
     async fn snapshot_and_replay(
         &mut self,
         who: Principal,
         cursors: BTreeMap<ConversationId, u64>,
-        latest: Vec<(ConversationId, u64)>,
+        (user, latest): (User, Vec<(ConversationId, u64)>),
     ) -> Result<(), End> {
-        let user = self
-            .state
-            .auth
-            .user(who.user_id)
-            .await
-            .map_err(|_| End::Close(close_codes::TRY_AGAIN_LATER, "temporarily unavailable"))?;
         let ready = ServerFrame::Ready {
             user,
             session_id: who.session_id,
