@@ -33,9 +33,7 @@ impl Bus for Instrumented {
     }
 
     async fn subscribe(&self, topic: &str, group: &str, start: StartFrom) -> BusResult<Box<dyn BusConsumer>> {
-        let inner = self.0.subscribe(topic, group, start).await?;
-        let delay = metrics::histogram!(CONSUME_DELAY_SECONDS, "topic" => topic.to_owned());
-        Ok(Box::new(Consumer { inner, delay }))
+        Ok(Consumer::timed(self.0.subscribe(topic, group, start).await?, topic))
     }
 
     async fn subscribe_unhurried(
@@ -44,9 +42,7 @@ impl Bus for Instrumented {
         group: &str,
         start: StartFrom,
     ) -> BusResult<Box<dyn BusConsumer>> {
-        let inner = self.0.subscribe_unhurried(topic, group, start).await?;
-        let delay = metrics::histogram!(CONSUME_DELAY_SECONDS, "topic" => topic.to_owned());
-        Ok(Box::new(Consumer { inner, delay }))
+        Ok(Consumer::timed(self.0.subscribe_unhurried(topic, group, start).await?, topic))
     }
 
     async fn ping(&self) -> BusResult<()> {
@@ -58,6 +54,14 @@ impl Bus for Instrumented {
 struct Consumer {
     inner: Box<dyn BusConsumer>,
     delay: metrics::Histogram,
+}
+
+impl Consumer {
+    /// Wraps `inner`, a consumer of `topic`.
+    fn timed(inner: Box<dyn BusConsumer>, topic: &str) -> Box<dyn BusConsumer> {
+        let delay = metrics::histogram!(CONSUME_DELAY_SECONDS, "topic" => topic.to_owned());
+        Box::new(Self { inner, delay })
+    }
 }
 
 #[async_trait]
