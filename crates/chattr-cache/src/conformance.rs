@@ -31,6 +31,7 @@ macro_rules! cache_conformance_tests {
             presence_of_unknown_user_is_offline,
             presence_ttl_expiry_and_refresh,
             presence_up_many_matches_one_by_one,
+            presence_down_many_matches_one_by_one,
             pubsub_delivers_in_order,
             pubsub_only_delivers_after_subscribe,
             pubsub_unsubscribe_stops_delivery,
@@ -216,6 +217,37 @@ pub async fn presence_up_many_matches_one_by_one(cache: DynCache) {
     // b has b1 and b2 live: one going does not take b offline.
     assert!(!down(&cache, &b, "b1", 5).await);
     assert!(down(&cache, &b, "b2", 6).await);
+}
+
+/// Many connections closed at once answer as the same calls one by one would, and record
+/// last seen for the users they take offline.
+pub async fn presence_down_many_matches_one_by_one(cache: DynCache) {
+    let (a, b, c, d) = (unique("gone-a"), unique("gone-b"), unique("gone-c"), unique("gone-d"));
+    let ttl = Duration::from_secs(60);
+    for (user, conn) in [(&a, "a1"), (&b, "b1"), (&b, "b2"), (&c, "c1"), (&c, "c2")] {
+        up(&cache, user, conn, ttl).await;
+    }
+    // b goes entirely (its second close takes it offline), c keeps c2, d was never seen,
+    // and a repeated close changes nothing.
+    let gone = [
+        (a.clone(), "a1"),
+        (b.clone(), "b1"),
+        (c.clone(), "c1"),
+        (b.clone(), "b2"),
+        (a.clone(), "a1"),
+        (d.clone(), "d1"),
+    ]
+    .map(|(u, conn)| (u, conn.to_owned()));
+    let answers = within("presence_down_many", cache.presence_down_many(&gone, 7_000))
+        .await
+        .expect("presence_down_many");
+    assert_eq!(answers, [true, false, false, true, true, true], "true where no connection is left");
+    let states = within("presence", cache.presence(&[a, b, c, d])).await.expect("presence");
+    assert_eq!(states[0], PresenceState { online: false, last_seen_ms: Some(7_000) });
+    assert_eq!(states[1], PresenceState { online: false, last_seen_ms: Some(7_000) });
+    assert!(states[2].online, "c2 is still live");
+    assert!(!states[3].online);
+    assert!(within("none", cache.presence_down_many(&[], 8_000)).await.expect("empty").is_empty());
 }
 
 /// A subscriber receives its channel's messages in publish order.

@@ -40,6 +40,10 @@ impl Cache for Instrumented {
         timed!("presence_down", self.0.presence_down(user, conn, now_ms))
     }
 
+    async fn presence_down_many(&self, gone: &[(String, String)], now_ms: i64) -> CacheResult<Vec<bool>> {
+        timed!("presence_down_many", self.0.presence_down_many(gone, now_ms))
+    }
+
     async fn presence(&self, users: &[String]) -> CacheResult<Vec<PresenceState>> {
         timed!("presence", self.0.presence(users))
     }

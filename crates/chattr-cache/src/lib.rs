@@ -103,6 +103,16 @@ pub trait Cache: Send + Sync + 'static {
     /// Removes connection `conn` of `user`, recording `now_ms` as last seen. Returns true when
     /// the user has no live connection left (went offline).
     async fn presence_down(&self, user: &str, conn: &str, now_ms: i64) -> CacheResult<bool>;
+    /// [`Cache::presence_down`] for many `(user, conn)` at once (a gateway's closed
+    /// sockets), in order; one answer each, true where that call took its user offline.
+    /// The default calls one at a time; backends send them together.
+    async fn presence_down_many(&self, gone: &[(String, String)], now_ms: i64) -> CacheResult<Vec<bool>> {
+        let mut went_offline = Vec::with_capacity(gone.len());
+        for (user, conn) in gone {
+            went_offline.push(self.presence_down(user, conn, now_ms).await?);
+        }
+        Ok(went_offline)
+    }
     /// Presence of each user, in the order given.
     async fn presence(&self, users: &[String]) -> CacheResult<Vec<PresenceState>>;
 

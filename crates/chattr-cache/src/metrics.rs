@@ -13,6 +13,7 @@ pub const OPS: &[&str] = &[
     "presence_up",
     "presence_up_many",
     "presence_down",
+    "presence_down_many",
     "presence",
     "publish",
     "publish_many",

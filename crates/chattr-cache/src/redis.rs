@@ -440,6 +440,33 @@ impl Cache for RedisCache {
         Ok(went_offline == 1)
     }
 
+    async fn presence_down_many(&self, gone: &[(String, String)], now_ms: i64) -> CacheResult<Vec<bool>> {
+        if gone.is_empty() {
+            return Ok(Vec::new());
+        }
+        // As in `presence_up_many`: one round trip, the script loaded first.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.scripts.presence_down).ignore();
+        let invocations: Vec<_> = gone
+            .iter()
+            .map(|(user, conn)| {
+                let mut call = self.scripts.presence_down.prepare_invoke();
+                call.key(self.names.presence(user))
+                    .key(self.names.last_seen(user))
+                    .arg(conn)
+                    .arg(now_ms)
+                    .arg(lua_millis_ceil(LAST_SEEN_KEEP));
+                call
+            })
+            .collect();
+        for call in &invocations {
+            pipe.invoke_script(call);
+        }
+        let mut con = self.con.clone();
+        let went_offline: Vec<i64> = bounded(pipe.query_async(&mut con)).await?;
+        Ok(went_offline.into_iter().map(|n| n == 1).collect())
+    }
+
     async fn presence(&self, users: &[String]) -> CacheResult<Vec<PresenceState>> {
         let mut con = self.con.clone();
         let mut states = Vec::with_capacity(users.len());

@@ -54,6 +54,8 @@ pub struct GatewayState {
     pub(crate) hub: Hub,
     /// Batches every socket's heartbeat work into a few calls.
     pub(crate) beats: ws::Beats,
+    /// Batches closed sockets' presence into a few calls.
+    pub(crate) goodbyes: ws::Goodbyes,
     pub(crate) settings: Arc<GatewaySettings>,
     pub(crate) ops: Ops,
     /// Flips to true on shutdown; sockets close with 1001 (resumable).
@@ -76,6 +78,7 @@ impl GatewayState {
         let hub = Hub::start_with(cache, settings.pubsub_capacity, settings.queue_capacity).await?;
         Ok(Self {
             beats: ws::Beats::start(auth.clone(), messaging.clone()),
+            goodbyes: ws::Goodbyes::start(messaging.clone()),
             auth,
             messaging,
             video,

@@ -43,6 +43,10 @@ pub const HEARTBEATS: &str = "chattr_gateway_heartbeats_total";
 pub const HEARTBEAT_BATCHES: &str = "chattr_gateway_heartbeat_batches_total";
 /// How long the services took to answer a batch of heartbeats.
 pub const HEARTBEAT_BATCH_SECONDS: &str = "chattr_gateway_heartbeat_batch_seconds";
+/// Closed sockets whose presence was sent to the services (batched: see `GOODBYE_BATCHES`).
+pub const GOODBYES: &str = "chattr_gateway_goodbyes_total";
+/// Batches of closed sockets sent to the services together.
+pub const GOODBYE_BATCHES: &str = "chattr_gateway_goodbye_batches_total";
 
 /// Handles of the metrics touched for every message written to every socket, looked up
 /// once instead of per delivery (the first use must come after the process installed its
@@ -85,6 +89,8 @@ pub fn describe() {
     counter!(WRITE_TIMEOUTS, "Sockets closed because a write stalled");
     counter!(HEARTBEATS, "Socket heartbeats answered");
     counter!(HEARTBEAT_BATCHES, "Batches of heartbeats asked of the services together");
+    counter!(GOODBYES, "Closed sockets whose presence was sent to the services");
+    counter!(GOODBYE_BATCHES, "Batches of closed sockets sent to the services together");
     metrics::describe_histogram!(
         HEARTBEAT_BATCH_SECONDS,
         Unit::Seconds,

@@ -156,11 +156,26 @@ impl Messaging {
         Duration::from_secs(self.settings.presence_ttl_secs)
     }
 
-    /// Tells a user's contacts that the user came online.
-    async fn announce_online(&self, user: UserId) -> Result<(), MessagingError> {
-        let contacts = self.store.contacts(user).await.map_err(internal)?;
-        let frame = ServerFrame::Presence { user_id: user, online: true, last_seen_at: None };
-        self.publish_ephemeral(&contacts, &frame).await;
+    /// Tells the contacts of each of `users` (distinct) that the user came online or went
+    /// offline, `frame` making each user's `presence` frame: one contacts query for all of
+    /// them, and the publishes sent together.
+    async fn announce(
+        &self,
+        users: &[UserId],
+        frame: impl Fn(UserId) -> ServerFrame,
+    ) -> Result<(), MessagingError> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let mut contacts: HashMap<UserId, Vec<UserId>> = HashMap::new();
+        for (user, contact) in self.store.contacts_of(users).await.map_err(internal)? {
+            contacts.entry(user).or_default().push(contact);
+        }
+        futures_util::future::join_all(contacts.iter().map(|(user, to)| {
+            let frame = frame(*user);
+            async move { self.publish_ephemeral(to, &frame).await }
+        }))
+        .await;
         Ok(())
     }
 }
@@ -437,7 +452,7 @@ impl MessagingService for Messaging {
             .await
             .map_err(cache_down)?;
         if came_online {
-            self.announce_online(user).await?;
+            self.announce(&[user], online).await?;
         }
         Ok(())
     }
@@ -446,12 +461,9 @@ impl MessagingService for Messaging {
         let keys: Vec<(String, String)> = live.iter().map(|(u, c)| (u.to_string(), c.clone())).collect();
         match self.cache.presence_up_many(&keys, self.presence_ttl()).await {
             Ok(came_online) => {
-                for ((user, _), came) in live.iter().zip(came_online) {
-                    if came {
-                        if let Err(e) = self.announce_online(*user).await {
-                            warn!(error = %e, "announcing a user online failed");
-                        }
-                    }
+                let arrived = users_where(live, &came_online);
+                if let Err(e) = self.announce(&arrived, online).await {
+                    warn!(error = %e, users = arrived.len(), "announcing users online failed");
                 }
             }
             Err(e) => warn!(error = %e, connections = live.len(), "presence refresh failed"),
@@ -470,17 +482,34 @@ impl MessagingService for Messaging {
     }
 
     async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
-        let at = now();
-        let went_offline = self
-            .cache
-            .presence_down(&user.to_string(), connection, at.timestamp_millis())
-            .await
-            .map_err(cache_down)?;
-        if went_offline {
-            let contacts = self.store.contacts(user).await.map_err(internal)?;
-            let frame = ServerFrame::Presence { user_id: user, online: false, last_seen_at: Some(at) };
-            self.publish_ephemeral(&contacts, &frame).await;
-        }
-        Ok(())
+        self.presence_down_many(&[(user, connection.to_owned())]).await
     }
+
+    async fn presence_down_many(&self, gone: &[(UserId, String)]) -> Result<(), MessagingError> {
+        let at = now();
+        let keys: Vec<(String, String)> = gone.iter().map(|(u, c)| (u.to_string(), c.clone())).collect();
+        let went_offline =
+            self.cache.presence_down_many(&keys, at.timestamp_millis()).await.map_err(cache_down)?;
+        let left = users_where(gone, &went_offline);
+        self.announce(&left, |user_id| ServerFrame::Presence {
+            user_id,
+            online: false,
+            last_seen_at: Some(at),
+        })
+        .await
+    }
+}
+
+/// The `presence` frame of a user who came online.
+fn online(user_id: UserId) -> ServerFrame {
+    ServerFrame::Presence { user_id, online: true, last_seen_at: None }
+}
+
+/// The distinct users of the connections whose answer is true.
+fn users_where(connections: &[(UserId, String)], answers: &[bool]) -> Vec<UserId> {
+    let mut users: Vec<UserId> =
+        connections.iter().zip(answers).filter(|(_, yes)| **yes).map(|((user, _), _)| *user).collect();
+    users.sort_unstable();
+    users.dedup();
+    users
 }

@@ -171,6 +171,15 @@ pub trait MessagingService: Send + Sync + 'static {
     }
     /// A connection of the user closed; tells contacts when the user goes offline.
     async fn presence_down(&self, user: UserId, connection: &str) -> Result<(), MessagingError>;
+    /// [`MessagingService::presence_down`] for many `(user, connection)` at once (a
+    /// gateway's closed sockets). The default goes one by one and stops at the first
+    /// failure.
+    async fn presence_down_many(&self, gone: &[(UserId, String)]) -> Result<(), MessagingError> {
+        for (user, connection) in gone {
+            self.presence_down(*user, connection).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The latest seq of each conversation, by user ([`MessagingService::heartbeat`]).

@@ -84,6 +84,7 @@ const METHODS: &[(&str, &str)] = &[
     ("/chattr.v1.Messaging/PresenceUp", "messaging.presence_up"),
     ("/chattr.v1.Messaging/PresenceDown", "messaging.presence_down"),
     ("/chattr.v1.Messaging/Heartbeat", "messaging.heartbeat"),
+    ("/chattr.v1.Messaging/PresenceDownMany", "messaging.presence_down_many"),
     ("/chattr.v1.Video/IceServers", "video.ice_servers"),
     ("/chattr.v1.Video/CallsOf", "video.calls_of"),
     ("/chattr.v1.Video/Start", "video.start"),

@@ -717,12 +717,7 @@ impl MessagingService for RemoteMessaging {
     }
 
     async fn heartbeat(&self, live: &[(UserId, String)]) -> Result<LatestSeqsByUser, MessagingError> {
-        let msg = pb::HeartbeatRequest {
-            live: live
-                .iter()
-                .map(|(u, c)| pb::PresenceChange { user_id: u.to_string(), connection: c.clone() })
-                .collect(),
-        };
+        let msg = pb::HeartbeatRequest { live: changes(live) };
         let out = remote_call!(self, MessagingStub, messaging_error, heartbeat, Retry::Idempotent, msg);
         msg_decode(
             out.users
@@ -737,6 +732,18 @@ impl MessagingService for RemoteMessaging {
                 })
                 .collect(),
         )
+    }
+
+    async fn presence_down_many(&self, gone: &[(UserId, String)]) -> Result<(), MessagingError> {
+        remote_call!(
+            self,
+            MessagingStub,
+            messaging_error,
+            presence_down_many,
+            Retry::Idempotent,
+            pb::PresenceDownRequest { gone: changes(gone) }
+        );
+        Ok(())
     }
 
     async fn presence_up(&self, user: UserId, connection: &str) -> Result<(), MessagingError> {
@@ -873,4 +880,12 @@ impl VideoService for RemoteVideo {
         remote_call!(self, VideoStub, video_error, disconnected, Retry::Idempotent, cv::principal(who));
         Ok(())
     }
+}
+
+/// `(user, connection)` pairs as their wire form.
+fn changes(connections: &[(UserId, String)]) -> Vec<pb::PresenceChange> {
+    connections
+        .iter()
+        .map(|(u, c)| pb::PresenceChange { user_id: u.to_string(), connection: c.clone() })
+        .collect()
 }

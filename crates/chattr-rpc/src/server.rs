@@ -430,13 +430,14 @@ impl pb::messaging_server::Messaging for MessagingGrpc {
         Ok(Response::new(pb::Empty {}))
     }
 
+    async fn presence_down_many(&self, req: Request<pb::PresenceDownRequest>) -> Reply<pb::Empty> {
+        let gone = connections(&req.get_ref().gone)?;
+        self.0.presence_down_many(&gone).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Reply<pb::HeartbeatResponse> {
-        let live = req
-            .get_ref()
-            .live
-            .iter()
-            .map(|l| Ok((id("user_id", &l.user_id)?, l.connection.clone())))
-            .collect::<Result<Vec<_>, Status>>()?;
+        let live = connections(&req.get_ref().live)?;
         let latest = self.0.heartbeat(&live).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::HeartbeatResponse {
             users: latest
@@ -535,4 +536,9 @@ impl pb::video_server::Video for VideoGrpc {
         self.0.disconnected(who).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::Empty {}))
     }
+}
+
+/// `(user, connection)` pairs of a request.
+fn connections(changes: &[pb::PresenceChange]) -> Result<Vec<(chattr_core::UserId, String)>, Status> {
+    changes.iter().map(|c| Ok((id("user_id", &c.user_id)?, c.connection.clone()))).collect()
 }

@@ -140,6 +140,15 @@ async fn remote_calls_behave_like_local_ones() {
     assert_eq!(latest[&bob.user.id], vec![(conv.id, first.seq)]);
     let seen = messaging.presence(alice.user.id, &[bob.user.id]).await.unwrap();
     assert!(seen[0].online, "the heartbeat marked bob's connection live");
+    // A gateway's closed sockets at once: bob's only connection takes him offline, alice
+    // keeps a2.
+    let gone = [(alice.user.id, "a1".to_owned()), (bob.user.id, "b1".to_owned())];
+    messaging.presence_down_many(&gone).await.unwrap();
+    let seen = messaging.presence(alice.user.id, &[bob.user.id]).await.unwrap();
+    assert!(!seen[0].online && seen[0].last_seen_at.is_some(), "bob's last connection closed");
+    let seen = messaging.presence(bob.user.id, &[alice.user.id]).await.unwrap();
+    assert!(seen[0].online, "alice still has a2");
+    messaging.presence_down_many(&[]).await.unwrap();
     let bob_who = auth.authenticate(&bob.access_token).await.unwrap();
     let sessions = auth.sessions(who).await.unwrap();
     assert_eq!(sessions.len(), 1);

@@ -125,6 +125,10 @@ impl Store for Instrumented {
         timed!("contacts", self.0.contacts(user_id))
     }
 
+    async fn contacts_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, UserId)>> {
+        timed!("contacts_of", self.0.contacts_of(users))
+    }
+
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>> {
         timed!("latest_seqs", self.0.latest_seqs(user_id))
     }

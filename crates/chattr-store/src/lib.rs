@@ -139,6 +139,15 @@ pub trait Store: Send + Sync + 'static {
     async fn set_title(&self, id: ConversationId, title: &str) -> StoreResult<()>;
     /// Users who share at least one conversation with `user_id` (excluding them).
     async fn contacts(&self, user_id: UserId) -> StoreResult<Vec<UserId>>;
+    /// [`Store::contacts`] of many users at once, as `(user, contact)` in no particular
+    /// order. The default asks one user at a time.
+    async fn contacts_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, UserId)>> {
+        let mut all = Vec::new();
+        for user in users {
+            all.extend(self.contacts(*user).await?.into_iter().map(|c| (*user, c)));
+        }
+        Ok(all)
+    }
     /// Latest seq of each conversation of the user.
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>>;
     /// [`Store::latest_seqs`] of many users at once, as `(user, conversation, seq)` in no

@@ -38,6 +38,7 @@ pub const OPS: &[&str] = &[
     "remove_member",
     "set_title",
     "contacts",
+    "contacts_of",
     "latest_seqs",
     "latest_seqs_of",
     "insert_message",

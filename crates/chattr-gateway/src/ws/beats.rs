@@ -27,6 +27,7 @@ use chattr_proto::Principal;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::batch;
 use crate::metrics as m;
 
 /// How long the first heartbeat of a batch waits for others.
@@ -97,15 +98,7 @@ impl Beats {
 
 async fn batcher(mut due: mpsc::UnboundedReceiver<Due>, auth: AuthClient, messaging: MessagingClient) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while due.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        tokio::time::sleep(WINDOW).await;
-        // Whatever else came in meanwhile, without waiting for more.
-        while batch.len() < MAX_BATCH {
-            match due.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
-            }
-        }
+    while batch::collect(&mut due, &mut batch, WINDOW, MAX_BATCH).await {
         metrics::counter!(m::HEARTBEAT_BATCHES).increment(1);
         metrics::counter!(m::HEARTBEATS).increment(batch.len() as u64);
         answer(std::mem::take(&mut batch), &auth, &messaging).await;

@@ -86,6 +86,7 @@ pub async fn run(socket: WebSocket, state: GatewayState) {
         last_heard: tokio::time::Instant::now(),
         slot: None,
         in_call: false,
+        goodbye: None,
     };
     let end = conn.run().await;
     if let End::Close(code, reason) = end {
@@ -100,6 +101,10 @@ pub async fn run(socket: WebSocket, state: GatewayState) {
         }
     }
     let _ = tokio::time::timeout(CLOSE_GRACE, conn.sink.close()).await;
+    // The socket counts as open until its presence is gone (a shutdown waits for that).
+    if let Some(sent) = conn.goodbye.take() {
+        let _ = sent.await;
+    }
 }
 
 struct Conn {
@@ -116,6 +121,10 @@ struct Conn {
     /// This device joined a call: keepalives go to the video service, and a goodbye
     /// when the socket ends.
     in_call: bool,
+    /// Answered once this connection's presence was taken down (batched: [`Goodbyes`]).
+    ///
+    /// [`Goodbyes`]: super::Goodbyes
+    goodbye: Option<oneshot::Receiver<()>>,
 }
 
 /// The `type` and `req_id` of a frame, read before the full parse so errors can say
@@ -179,9 +188,7 @@ impl Conn {
         };
 
         self.state.hub.unregister(principal.user_id, &slot).await;
-        if let Err(e) = self.state.messaging.presence_down(principal.user_id, &connection_id).await {
-            warn!(error = %e, "presence down failed");
-        }
+        self.goodbye = Some(self.state.goodbyes.say(principal.user_id, connection_id));
         if self.in_call {
             if let Err(e) = self.state.video.disconnected(principal).await {
                 warn!(error = %e, "call goodbye failed");

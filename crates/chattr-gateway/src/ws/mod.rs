@@ -1,11 +1,14 @@
 //! `GET /v1/ws`: the WebSocket endpoint. [`upgrade`] checks the origin and sizes the
 //! socket's buffers; [`connection`] runs one socket in one task.
 
+mod batch;
 mod beats;
 mod connection;
+mod goodbyes;
+mod limiter;
 
 pub(crate) use beats::Beats;
-mod limiter;
+pub(crate) use goodbyes::Goodbyes;
 
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};

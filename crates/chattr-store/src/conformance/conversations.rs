@@ -179,6 +179,15 @@ pub async fn contacts_and_latest_seqs(store: DynStore) {
     at_once.dedup();
     assert_eq!(at_once, sorted(each));
     assert!(store.latest_seqs_of(&[]).await.expect("none").is_empty());
+    let mut each = Vec::new();
+    for u in [a, b, c, d, e, alone] {
+        each.extend(store.contacts(u).await.expect("contacts").into_iter().map(|other| (u, other)));
+    }
+    let mut at_once = store.contacts_of(&many).await.expect("contacts of many");
+    at_once.sort_unstable();
+    at_once.dedup();
+    assert_eq!(at_once, sorted(each));
+    assert!(store.contacts_of(&[]).await.expect("none").is_empty());
     // Leaving a conversation drops it from both.
     store.remove_member(g, c).await.expect("remove");
     assert!(store.latest_seqs(c).await.expect("latest").is_empty());

@@ -313,6 +313,21 @@ pub(super) async fn contacts(store: &PostgresStore, user_id: UserId) -> StoreRes
     Ok(uuids(ids))
 }
 
+pub(super) async fn contacts_of(
+    store: &PostgresStore,
+    users: &[UserId],
+) -> StoreResult<Vec<(UserId, UserId)>> {
+    let rows: Vec<(PgId, PgId)> = sqlx::query_as(
+        "SELECT DISTINCT me.user_id, other.user_id FROM members me \
+         JOIN members other ON other.conversation_id = me.conversation_id \
+         WHERE me.user_id = ANY($1) AND other.user_id <> me.user_id",
+    )
+    .bind(ids(users))
+    .fetch_all(&store.pool)
+    .await?;
+    Ok(rows.into_iter().map(|(u, c)| (u.0, c.0)).collect())
+}
+
 pub(super) async fn latest_seqs_of(
     store: &PostgresStore,
     users: &[UserId],

@@ -208,6 +208,10 @@ impl Store for PostgresStore {
         conversations::contacts(self, user_id).await
     }
 
+    async fn contacts_of(&self, users: &[UserId]) -> StoreResult<Vec<(UserId, UserId)>> {
+        conversations::contacts_of(self, users).await
+    }
+
     async fn latest_seqs(&self, user_id: UserId) -> StoreResult<Vec<(ConversationId, u64)>> {
         conversations::latest_seqs(self, user_id).await
     }

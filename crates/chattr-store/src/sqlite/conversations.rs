@@ -8,7 +8,7 @@ use chattr_core::{ConversationId, Timestamp, UserId};
 use sqlx::SqliteConnection;
 
 use super::rows::{
-    db_id, into_messages, kind_str, load_conversation, ms, seq, uuid, ConversationRow, MessageRow,
+    db_id, into_messages, json_ids, kind_str, load_conversation, ms, seq, uuid, ConversationRow, MessageRow,
     CONVERSATION_COLUMNS, MEMBER_ORDER, MESSAGE_COLUMNS,
 };
 use super::{outbox, SqliteStore};
@@ -281,17 +281,27 @@ pub(super) async fn contacts(store: &SqliteStore, user_id: UserId) -> StoreResul
     ids.iter().map(|s| uuid(s)).collect()
 }
 
+pub(super) async fn contacts_of(store: &SqliteStore, users: &[UserId]) -> StoreResult<Vec<(UserId, UserId)>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT me.user_id, other.user_id FROM members me \
+         JOIN members other ON other.conversation_id = me.conversation_id \
+         WHERE me.user_id IN (SELECT value FROM json_each(?)) AND other.user_id <> me.user_id",
+    )
+    .bind(json_ids(users)?)
+    .fetch_all(&store.read)
+    .await?;
+    rows.iter().map(|(u, c)| Ok((uuid(u)?, uuid(c)?))).collect()
+}
+
 pub(super) async fn latest_seqs_of(
     store: &SqliteStore,
     users: &[UserId],
 ) -> StoreResult<Vec<(UserId, ConversationId, u64)>> {
-    let users = serde_json::to_string(&users.iter().map(|u| db_id(*u)).collect::<Vec<_>>())
-        .map_err(|e| crate::StoreError::Backend(e.to_string()))?;
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT me.user_id, c.id, c.last_seq FROM members me JOIN conversations c ON c.id = me.conversation_id \
          WHERE me.user_id IN (SELECT value FROM json_each(?))",
     )
-    .bind(users)
+    .bind(json_ids(users)?)
     .fetch_all(&store.read)
     .await?;
     rows.into_iter().map(|(u, c, last)| Ok((uuid(&u)?, uuid(&c)?, seq(last)?))).collect()

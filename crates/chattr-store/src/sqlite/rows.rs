@@ -17,6 +17,12 @@ pub(super) fn db_id(u: Uuid) -> String {
     u.hyphenated().to_string()
 }
 
+/// Ids as one JSON array of stored uuids, for SQLite's `json_each`.
+pub(super) fn json_ids(ids: &[Uuid]) -> StoreResult<String> {
+    serde_json::to_string(&ids.iter().map(|u| db_id(*u)).collect::<Vec<_>>())
+        .map_err(|e| crate::StoreError::Backend(e.to_string()))
+}
+
 /// Decodes a stored uuid.
 pub(super) fn uuid(s: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| bad_data("uuid", s))

@@ -4,7 +4,9 @@ use chattr_api::v1::User;
 use chattr_core::events::Event;
 use chattr_core::{SessionId, Timestamp, UserId};
 
-use super::rows::{db_id, load_session, ms, uuid, SessionRow, UserRow, SESSION_COLUMNS, USER_COLUMNS};
+use super::rows::{
+    db_id, json_ids, load_session, ms, uuid, SessionRow, UserRow, SESSION_COLUMNS, USER_COLUMNS,
+};
 use super::{outbox, SqliteStore};
 use crate::{RotateOutcome, SessionRecord, StoreError, StoreResult, UserRecord};
 
@@ -106,10 +108,8 @@ pub(super) async fn sessions_by_ids(
     store: &SqliteStore,
     ids: &[SessionId],
 ) -> StoreResult<Vec<SessionRecord>> {
-    let ids = serde_json::to_string(&ids.iter().map(|i| db_id(*i)).collect::<Vec<_>>())
-        .map_err(|e| StoreError::Backend(e.to_string()))?;
     let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id IN (SELECT value FROM json_each(?))");
-    let rows: Vec<SessionRow> = sqlx::query_as(&sql).bind(ids).fetch_all(&store.read).await?;
+    let rows: Vec<SessionRow> = sqlx::query_as(&sql).bind(json_ids(ids)?).fetch_all(&store.read).await?;
     rows.into_iter().map(SessionRow::into_record).collect()
 }
 
