@@ -29,7 +29,7 @@ async fn touch_writes_a_stale_last_seen_and_skips_a_fresh_one() {
 
     // Two minutes old: written.
     let old = chattr_core::now() - chrono::TimeDelta::seconds(120);
-    store.touch_session(who.session_id, old).await.unwrap();
+    store.touch_sessions(&[who.session_id], old).await.unwrap();
     assert_eq!(seen().await.timestamp_millis(), old.timestamp_millis());
     auth.authenticate(&session.access_token).await.unwrap();
     let after = seen().await;
@@ -37,4 +37,33 @@ async fn touch_writes_a_stale_last_seen_and_skips_a_fresh_one() {
         after >= at_signup && after > old,
         "a stale session is marked seen again: {after} {at_signup} {old}"
     );
+}
+
+#[tokio::test]
+async fn authenticating_many_marks_only_the_stale_sessions_seen() {
+    let store = chattr_store::open("memory://").await.unwrap();
+    let cache = chattr_cache::open("memory://").await.unwrap();
+    let settings = AuthSettings { argon2_memory_kib: 1024, argon2_iterations: 1, ..AuthSettings::default() };
+    let keys = TokenKeys::new(&SecretString::from("a test secret that is long enough".to_owned()));
+    let auth = Auth::new(store.clone(), cache, keys, settings, Arc::new(Notify::new())).unwrap();
+    let mut tokens = Vec::new();
+    for name in ["alice", "bob"] {
+        let creds = Credentials { username: name.into(), password: "correct horse battery".into() };
+        tokens.push(auth.signup(creds, ClientInfo::default()).await.unwrap().access_token);
+    }
+    let who: Vec<_> = auth.authenticate_many(&tokens).await.unwrap().into_iter().flatten().collect();
+    assert_eq!(who.len(), 2);
+    let seen = |i: usize| {
+        let store = store.clone();
+        let id = who[i].session_id;
+        async move { store.session(id).await.unwrap().unwrap().last_seen_at }
+    };
+    // Alice's session was last seen two minutes ago, bob's just now.
+    let old = chattr_core::now() - chrono::TimeDelta::seconds(120);
+    store.touch_sessions(&[who[0].session_id], old).await.unwrap();
+    let bob_seen = seen(1).await;
+    let again = auth.authenticate_many(&tokens).await.unwrap();
+    assert_eq!(again, [Some(who[0]), Some(who[1])]);
+    assert!(seen(0).await > old, "the stale session is marked seen");
+    assert_eq!(seen(1).await, bob_seen, "the fresh one is left alone");
 }

@@ -56,6 +56,8 @@ pub struct GatewayState {
     pub(crate) beats: ws::Beats,
     /// Batches closed sockets' presence into a few calls.
     pub(crate) goodbyes: ws::Goodbyes,
+    /// Batches new sockets' token checks into a few calls.
+    pub(crate) tokens: ws::Tokens,
     pub(crate) settings: Arc<GatewaySettings>,
     pub(crate) ops: Ops,
     /// Flips to true on shutdown; sockets close with 1001 (resumable).
@@ -79,6 +81,7 @@ impl GatewayState {
         Ok(Self {
             beats: ws::Beats::start(auth.clone(), messaging.clone()),
             goodbyes: ws::Goodbyes::start(messaging.clone()),
+            tokens: ws::Tokens::start(auth.clone()),
             auth,
             messaging,
             video,

@@ -47,6 +47,8 @@ pub const HEARTBEAT_BATCH_SECONDS: &str = "chattr_gateway_heartbeat_batch_second
 pub const GOODBYES: &str = "chattr_gateway_goodbyes_total";
 /// Batches of closed sockets sent to the services together.
 pub const GOODBYE_BATCHES: &str = "chattr_gateway_goodbye_batches_total";
+/// Batches of new sockets' tokens checked together.
+pub const TOKEN_BATCHES: &str = "chattr_gateway_token_batches_total";
 
 /// Handles of the metrics touched for every message written to every socket, looked up
 /// once instead of per delivery (the first use must come after the process installed its
@@ -90,6 +92,7 @@ pub fn describe() {
     counter!(HEARTBEATS, "Socket heartbeats answered");
     counter!(HEARTBEAT_BATCHES, "Batches of heartbeats asked of the services together");
     counter!(GOODBYES, "Closed sockets whose presence was sent to the services");
+    counter!(TOKEN_BATCHES, "Batches of new sockets' tokens checked together");
     counter!(GOODBYE_BATCHES, "Batches of closed sockets sent to the services together");
     metrics::describe_histogram!(
         HEARTBEAT_BATCH_SECONDS,

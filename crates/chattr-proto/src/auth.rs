@@ -111,6 +111,20 @@ pub trait AuthService: Send + Sync + 'static {
     /// Verifies an access token (signature, expiry) and that its session is live, and
     /// marks the session seen (written at most once a minute).
     async fn authenticate(&self, access_token: &str) -> Result<Principal, AuthError>;
+    /// [`AuthService::authenticate`] for many tokens at once (a gateway's new sockets): one
+    /// answer each, in order, `None` where the token does not authenticate. The default
+    /// goes one at a time.
+    async fn authenticate_many(&self, access_tokens: &[String]) -> Result<Vec<Option<Principal>>, AuthError> {
+        let mut who = Vec::with_capacity(access_tokens.len());
+        for token in access_tokens {
+            who.push(match self.authenticate(token).await {
+                Ok(principal) => Some(principal),
+                Err(AuthError::Unauthorized) => None,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(who)
+    }
     /// Checks that a session is still live (not revoked); `Unauthorized` otherwise. Sockets
     /// call it periodically so a revocation whose event was lost still closes them.
     async fn check_session(&self, who: Principal) -> Result<(), AuthError>;

@@ -58,6 +58,7 @@ const METHODS: &[(&str, &str)] = &[
     ("/chattr.v1.Auth/Refresh", "auth.refresh"),
     ("/chattr.v1.Auth/Logout", "auth.logout"),
     ("/chattr.v1.Auth/Authenticate", "auth.authenticate"),
+    ("/chattr.v1.Auth/AuthenticateMany", "auth.authenticate_many"),
     ("/chattr.v1.Auth/CheckSession", "auth.check_session"),
     ("/chattr.v1.Auth/CheckSessions", "auth.check_sessions"),
     ("/chattr.v1.Auth/Touch", "auth.touch"),

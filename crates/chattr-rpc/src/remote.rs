@@ -362,6 +362,21 @@ impl AuthService for RemoteAuth {
         )))
     }
 
+    async fn authenticate_many(&self, access_tokens: &[String]) -> Result<Vec<Option<Principal>>, AuthError> {
+        let msg = pb::AuthenticateManyRequest { access_tokens: access_tokens.to_vec() };
+        let out = remote_call!(self, AuthStub, auth_error, authenticate_many, Retry::Idempotent, msg);
+        if out.answers.len() != access_tokens.len() {
+            return Err(AuthError::Internal(format!(
+                "malformed reply: {} answers for {} tokens",
+                out.answers.len(),
+                access_tokens.len()
+            )));
+        }
+        auth_decode(
+            out.answers.iter().map(|a| a.principal.as_ref().map(cv::principal_from).transpose()).collect(),
+        )
+    }
+
     async fn check_session(&self, who: Principal) -> Result<(), AuthError> {
         remote_call!(self, AuthStub, auth_error, check_session, Retry::Idempotent, cv::principal(who));
         Ok(())

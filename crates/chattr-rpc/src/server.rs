@@ -190,6 +190,16 @@ impl pb::auth_server::Auth for AuthGrpc {
         Ok(Response::new(cv::principal(who)))
     }
 
+    async fn authenticate_many(
+        &self,
+        req: Request<pb::AuthenticateManyRequest>,
+    ) -> Reply<pb::Authentications> {
+        let who = self.0.authenticate_many(&req.get_ref().access_tokens).await.map_err(|e| to_status(&e))?;
+        let answers =
+            who.into_iter().map(|w| pb::Authentication { principal: w.map(cv::principal) }).collect();
+        Ok(Response::new(pb::Authentications { answers }))
+    }
+
     async fn check_session(&self, req: Request<pb::Principal>) -> Reply<pb::Empty> {
         let who = cv::principal_from(req.get_ref())?;
         self.0.check_session(who).await.map_err(|e| to_status(&e))?;

@@ -152,7 +152,12 @@ async fn remote_calls_behave_like_local_ones() {
     let bob_who = auth.authenticate(&bob.access_token).await.unwrap();
     let sessions = auth.sessions(who).await.unwrap();
     assert_eq!(sessions.len(), 1);
+    // Many tokens at once: one answer each, in order; garbage authenticates no one.
+    let tokens = [alice.access_token.clone(), "garbage".to_owned(), bob.access_token.clone()];
+    assert_eq!(auth.authenticate_many(&tokens).await.unwrap(), [Some(who), None, Some(bob_who)]);
+    assert!(auth.authenticate_many(&[]).await.unwrap().is_empty());
     auth.logout(who).await.unwrap();
+    assert_eq!(auth.authenticate_many(&tokens).await.unwrap(), [None, None, Some(bob_who)], "logged out");
     assert_eq!(auth.check_session(who).await.unwrap_err().code(), codes::UNAUTHORIZED);
     // Many sessions at once: answers in order; a forged principal (bob's user, alice's
     // session) is not live either.

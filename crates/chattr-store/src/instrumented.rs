@@ -65,8 +65,8 @@ impl Store for Instrumented {
         timed!("rotate_refresh", self.0.rotate_refresh(id, presented_hash, new_hash, new_expires_at, now))
     }
 
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()> {
-        timed!("touch_session", self.0.touch_session(id, now))
+    async fn touch_sessions(&self, ids: &[SessionId], now: Timestamp) -> StoreResult<()> {
+        timed!("touch_sessions", self.0.touch_sessions(ids, now))
     }
 
     async fn list_sessions(&self, user_id: UserId) -> StoreResult<Vec<SessionRecord>> {

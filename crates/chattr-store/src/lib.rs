@@ -97,8 +97,8 @@ pub trait Store: Send + Sync + 'static {
         new_expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<RotateOutcome>;
-    /// Updates last seen of a live session.
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()>;
+    /// Updates last seen of those of the sessions that are live (unknown ids are ignored).
+    async fn touch_sessions(&self, ids: &[SessionId], now: Timestamp) -> StoreResult<()>;
     /// The user's live (not revoked) sessions, newest first.
     async fn list_sessions(&self, user_id: UserId) -> StoreResult<Vec<SessionRecord>>;
     /// Revokes one live session of `user_id` (writes `session.revoked`). False if there was

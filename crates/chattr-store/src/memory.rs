@@ -252,9 +252,12 @@ impl Store for MemoryStore {
         Ok(RotateOutcome::Rotated(session.clone()))
     }
 
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()> {
-        if let Some(session) = self.state.lock().sessions.get_mut(&id).filter(|s| !s.revoked) {
-            session.last_seen_at = now;
+    async fn touch_sessions(&self, ids: &[SessionId], now: Timestamp) -> StoreResult<()> {
+        let mut state = self.state.lock();
+        for id in ids {
+            if let Some(session) = state.sessions.get_mut(id).filter(|s| !s.revoked) {
+                session.last_seen_at = now;
+            }
         }
         Ok(())
     }

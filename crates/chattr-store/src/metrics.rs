@@ -24,7 +24,7 @@ pub const OPS: &[&str] = &[
     "session",
     "sessions_by_ids",
     "rotate_refresh",
-    "touch_session",
+    "touch_sessions",
     "list_sessions",
     "revoke_session",
     "revoke_other_sessions",

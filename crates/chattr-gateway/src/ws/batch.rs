@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-/// Waits for the next item, then `window` for others, and moves up to `max` of them
-/// into `batch` (which should be empty). Returns false once the queue is closed and empty.
+/// Waits for the next item, then `window` for others (none if zero: only those already
+/// waiting), and moves up to `max` of them into `batch` (which should be empty). Returns
+/// false once the queue is closed and empty.
 pub(super) async fn collect<T>(
     queue: &mut mpsc::UnboundedReceiver<T>,
     batch: &mut Vec<T>,
@@ -16,7 +17,9 @@ pub(super) async fn collect<T>(
     if queue.recv_many(batch, max).await == 0 {
         return false;
     }
-    tokio::time::sleep(window).await;
+    if !window.is_zero() {
+        tokio::time::sleep(window).await;
+    }
     // Whatever else came in meanwhile, without waiting for more.
     while batch.len() < max {
         match queue.try_recv() {

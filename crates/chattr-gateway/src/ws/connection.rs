@@ -216,7 +216,7 @@ impl Conn {
                 return Err(End::Close(close_codes::UNAUTHORIZED, "not authenticated"));
             }
         };
-        match self.state.auth.authenticate(&token).await {
+        match self.state.tokens.check(token).await {
             // Authenticating marked the session seen.
             Ok(who) => Ok((who, cursors)),
             Err(e) => {

@@ -6,9 +6,11 @@ mod beats;
 mod connection;
 mod goodbyes;
 mod limiter;
+mod tokens;
 
 pub(crate) use beats::Beats;
 pub(crate) use goodbyes::Goodbyes;
+pub(crate) use tokens::Tokens;
 
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};

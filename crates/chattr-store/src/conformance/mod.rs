@@ -39,7 +39,7 @@ macro_rules! store_conformance_tests {
         $crate::__store_conformance_tests!($make; current_thread:
             ping, create_user_and_lookup, username_conflict, users_by_ids_returns_known_users,
             search_users_by_prefix, sessions_create_and_get, rotate_refresh_rotates,
-            rotate_refresh_reuse_revokes, rotate_refresh_wrong_hash_is_invalid, rotate_refresh_invalid, touch_session_updates_live_only,
+            rotate_refresh_reuse_revokes, rotate_refresh_wrong_hash_is_invalid, rotate_refresh_invalid, touch_sessions_updates_live_only,
             list_sessions_live_newest_first, revoke_session_rules, revoke_other_sessions_keeps_one,
             create_group_conversation, direct_conversation_dedupe, unknown_references_fail,
             membership_add_remove, set_title_updates, contacts_and_latest_seqs,

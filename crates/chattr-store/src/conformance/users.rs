@@ -225,8 +225,8 @@ pub async fn rotate_refresh_invalid(store: DynStore) {
     ));
 }
 
-/// `touch_session` moves last seen of live sessions only.
-pub async fn touch_session_updates_live_only(store: DynStore) {
+/// `touch_sessions` moves last seen of live sessions only.
+pub async fn touch_sessions_updates_live_only(store: DynStore) {
     let u = user(&store, "tom").await;
     let live = session_record(u, "h1", 0);
     let dead = session_record(u, "h2", 1);
@@ -234,10 +234,19 @@ pub async fn touch_session_updates_live_only(store: DynStore) {
     store.create_session(&dead).await.expect("create");
     store.revoke_session(u, dead.id).await.expect("revoke");
     drain(&store).await;
-    store.touch_session(live.id, at(77)).await.expect("touch");
-    store.touch_session(dead.id, at(77)).await.expect("touch revoked");
-    store.touch_session(Uuid::now_v7(), at(77)).await.expect("touch unknown");
+    let other = session_record(u, "h3", 2);
+    store.create_session(&other).await.expect("create");
+    drain(&store).await;
+    store.touch_sessions(&[live.id], at(77)).await.expect("touch");
+    store.touch_sessions(&[dead.id], at(77)).await.expect("touch revoked");
+    store.touch_sessions(&[Uuid::now_v7()], at(77)).await.expect("touch unknown");
+    store.touch_sessions(&[], at(77)).await.expect("touch none");
     assert_eq!(store.session(live.id).await.expect("get").map(|s| s.last_seen_at), Some(at(77)));
+    assert_eq!(store.session(dead.id).await.expect("get").map(|s| s.last_seen_at), Some(at(1)));
+    // Many at once: the live ones move, whatever else is in the list.
+    store.touch_sessions(&[dead.id, other.id, Uuid::now_v7(), live.id], at(88)).await.expect("touch many");
+    assert_eq!(store.session(live.id).await.expect("get").map(|s| s.last_seen_at), Some(at(88)));
+    assert_eq!(store.session(other.id).await.expect("get").map(|s| s.last_seen_at), Some(at(88)));
     assert_eq!(store.session(dead.id).await.expect("get").map(|s| s.last_seen_at), Some(at(1)));
     assert!(drain(&store).await.is_empty());
 }

@@ -147,8 +147,8 @@ impl Store for PostgresStore {
         users::rotate_refresh(self, id, presented_hash, new_hash, new_expires_at, now).await
     }
 
-    async fn touch_session(&self, id: SessionId, now: Timestamp) -> StoreResult<()> {
-        users::touch_session(self, id, now).await
+    async fn touch_sessions(&self, ids: &[SessionId], now: Timestamp) -> StoreResult<()> {
+        users::touch_sessions(self, ids, now).await
     }
 
     async fn list_sessions(&self, user_id: UserId) -> StoreResult<Vec<SessionRecord>> {

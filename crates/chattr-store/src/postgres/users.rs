@@ -211,14 +211,17 @@ pub(super) async fn rotate_refresh(
     Ok(RotateOutcome::Rotated(session))
 }
 
-pub(super) async fn touch_session(
+pub(super) async fn touch_sessions(
     store: &PostgresStore,
-    session_id: SessionId,
+    sessions: &[SessionId],
     now: Timestamp,
 ) -> StoreResult<()> {
-    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND NOT revoked")
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = ANY($2) AND NOT revoked")
         .bind(ms(now))
-        .bind(id(session_id))
+        .bind(ids(sessions))
         .execute(&store.pool)
         .await?;
     Ok(())

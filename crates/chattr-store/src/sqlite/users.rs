@@ -164,12 +164,21 @@ pub(super) async fn rotate_refresh(
     Ok(RotateOutcome::Rotated(session))
 }
 
-pub(super) async fn touch_session(store: &SqliteStore, id: SessionId, now: Timestamp) -> StoreResult<()> {
-    sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ? AND revoked = 0")
-        .bind(ms(now))
-        .bind(db_id(id))
-        .execute(&store.write)
-        .await?;
+pub(super) async fn touch_sessions(
+    store: &SqliteStore,
+    ids: &[SessionId],
+    now: Timestamp,
+) -> StoreResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE sessions SET last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND revoked = 0",
+    )
+    .bind(ms(now))
+    .bind(json_ids(ids)?)
+    .execute(&store.write)
+    .await?;
     Ok(())
 }
 
