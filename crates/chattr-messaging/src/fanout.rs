@@ -45,11 +45,11 @@ pub async fn run(bus: DynBus, store: DynStore, cache: DynCache, shutdown: impl F
     tokio::pin!(shutdown);
     let mut conversations = tokio::select! {
         _ = &mut shutdown => return,
-        c = subscribe(&bus, TOPIC_CONVERSATIONS, Pace::Prompt) => c,
+        c = subscribe(&bus, TOPIC_CONVERSATIONS) => c,
     };
     let mut users = tokio::select! {
         _ = &mut shutdown => return,
-        c = subscribe(&bus, TOPIC_USERS, Pace::Unhurried) => c,
+        c = subscribe(&bus, TOPIC_USERS) => c,
     };
     let mut fanout = Fanout { store, cache, members: HashMap::new(), offsets: HashMap::new() };
     let mut uncommitted = Uncommitted::default();
@@ -143,30 +143,13 @@ impl Uncommitted {
     }
 }
 
-/// How soon a topic's records must reach fan-out.
-#[derive(Clone, Copy)]
-enum Pace {
-    /// Messages and membership: every millisecond counts.
-    Prompt,
-    /// Sign-ups and revoked sessions: rare, and a fraction of a second later is fine (a
-    /// revoked session's sockets also close at their next heartbeat). On Kafka this
-    /// consumer polls a few times a second instead of fifty
-    /// ([`Bus::subscribe_unhurried`](chattr_bus::Bus::subscribe_unhurried)), which halves
-    /// what an idle broker spends on fan-out.
-    Unhurried,
-}
-
 /// Joins the fan-out group of `topic`, retrying until the bus answers (a bus that is down
 /// at start delays fan-out; it must not end it). Each topic has its own group
 /// (`fanout.<topic>`), so joining one never waits for a rebalance of the other.
-async fn subscribe(bus: &DynBus, topic: &str, pace: Pace) -> Box<dyn BusConsumer> {
+async fn subscribe(bus: &DynBus, topic: &str) -> Box<dyn BusConsumer> {
     let group = format!("{GROUP}.{topic}");
     loop {
-        let subscribed = match pace {
-            Pace::Prompt => bus.subscribe(topic, &group, StartFrom::Earliest).await,
-            Pace::Unhurried => bus.subscribe_unhurried(topic, &group, StartFrom::Earliest).await,
-        };
-        match subscribed {
+        match bus.subscribe(topic, &group, StartFrom::Earliest).await {
             Ok(c) => return c,
             Err(e) => {
                 warn!(error = %e, topic, "fan-out cannot subscribe, retrying");
