@@ -24,7 +24,7 @@ def load(name):
 
 
 def verified(step):
-    return all(step[k] == 0 for k in ("lost", "duplicated", "out_of_order", "refused"))
+    return all(step.get(k, 0) == 0 for k in ("lost", "duplicated", "out_of_order", "refused", "broken"))
 
 
 def ms(x):
@@ -42,7 +42,7 @@ def chat_table(name):
     ]
     for s in steps:
         cores = (s.get("server") or {}).get("cores", 0)
-        ok = "yes" if verified(s) else f"no (lost {s['lost']}, refused {s['refused']})"
+        ok = "yes" if verified(s) else f"no (lost {s['lost']}, refused {s['refused']}, broken {s.get('broken', 0)})"
         rows.append(
             f"| {s['target_rate']:,.1f} | {s['deliveries_per_second']:,.0f} "
             f"| {ms(s['ack']['p50_ms'])} / {ms(s['ack']['p99_ms'])} "

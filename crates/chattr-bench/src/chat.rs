@@ -69,6 +69,9 @@ pub struct Report {
     /// `rate / pairs` under it, or raise it in the server's config for a benchmark.
     pub refused: u64,
     pub refused_codes: BTreeMap<String, u64>,
+    /// Sockets (senders or receivers) whose connection failed during the step: a sender
+    /// that stops sends less than the schedule, so a run with any is not a valid one.
+    pub broken: u64,
     pub achieved_rate: f64,
     pub ack: Summary,
     pub deliver: Summary,
@@ -85,6 +88,7 @@ impl Report {
             && self.out_of_order == 0
             && self.refused == 0
             && self.strays == 0
+            && self.broken == 0
     }
 }
 
@@ -236,6 +240,7 @@ impl Session {
             strays: totals.strays,
             refused: totals.refused,
             refused_codes: totals.refused_codes,
+            broken: totals.broken,
             achieved_rate: acked as f64 / seconds,
             ack: totals.ack.summary(),
             deliver: totals.deliver.summary(),
@@ -267,6 +272,7 @@ impl Schedule {
 struct Totals {
     sent: u64,
     refused: u64,
+    broken: u64,
     refused_codes: BTreeMap<String, u64>,
     delivered: u64,
     duplicated: u64,
@@ -283,6 +289,7 @@ impl Totals {
     fn add(&mut self, other: Totals) {
         self.sent += other.sent;
         self.refused += other.refused;
+        self.broken += other.broken;
         for (code, n) in other.refused_codes {
             *self.refused_codes.entry(code).or_default() += n;
         }
@@ -319,6 +326,7 @@ async fn send(
             _ = tokio::time::sleep_until(due), if more => {
                 let body = format!("message {k} of conversation {i}");
                 if out.send(k, &message_id(i, k), &body).await.is_err() {
+                    totals.broken += 1;
                     break;
                 }
                 k += 1;
@@ -341,7 +349,10 @@ async fn send(
                     *totals.refused_codes.entry(code).or_default() += 1;
                 }
                 Ok(_) => {}
-                Err(_) => break,
+                Err(_) => {
+                    totals.broken += 1;
+                    break;
+                }
             },
             // Acks that never come: stop waiting a while after the end.
             _ = tokio::time::sleep_until(schedule.end + Duration::from_secs(10)), if !more => break,
@@ -380,7 +391,10 @@ async fn receive(
         let (id, seq) = match event {
             Ok(Event::Delivered { id, seq }) => (id, seq),
             Ok(_) => continue,
-            Err(_) => break,
+            Err(_) => {
+                totals.broken += 1;
+                break;
+            }
         };
         let now = Instant::now();
         let k = match parse_message_id(&id) {

@@ -1,7 +1,7 @@
 //! `chattr-bench`: runs one scenario against a running server, prints a progress line
 //! every second, and writes the report as JSON (stdout, or `--json FILE`). Exits non-zero
-//! when the run lost, duplicated, reordered or was refused anything: such a run is not a
-//! valid result. `chattr-bench chart` draws PNG charts from saved reports.
+//! when the run lost, duplicated, reordered or was refused anything, or a socket broke:
+//! such a run is not a valid result. `chattr-bench chart` draws PNG charts from saved reports.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

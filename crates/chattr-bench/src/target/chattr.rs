@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use chattr_api::v1::{ClientFrame, ServerFrame};
 use chattr_client::Connection;
+use tokio::sync::oneshot;
 
 use super::{pick, BoxFuture, Conversation, Event, Link, Target};
 
@@ -34,7 +35,7 @@ impl Target for Chattr {
                 .map(|(i, m)| format!("{tag}c{i}m{m}"))
                 .collect();
             let clients = crate::sign_up(&self.server, names).await?;
-            let mut out = Vec::with_capacity(conversations);
+            let mut held = Vec::with_capacity(conversations);
             let mut sockets = 0usize;
             for group in clients.chunks(members) {
                 let others: Vec<uuid::Uuid> =
@@ -44,13 +45,24 @@ impl Target for Chattr {
                 } else {
                     group[0].group("bench", &others).await.context("creating a group")?.id
                 };
-                let mut links = Vec::with_capacity(members);
+                let mut members = Vec::with_capacity(group.len());
                 for member in group {
                     sockets += 1;
                     let (socket, _) = member
                         .connect_from(BTreeMap::new(), pick(sources, sockets))
                         .await
                         .context("connecting a member")?;
+                    members.push(Held::keep(socket));
+                }
+                held.push((conversation, members));
+            }
+            // Setting up thousands of members takes minutes; every socket was kept read
+            // meanwhile, and is handed to the run only now.
+            let mut out = Vec::with_capacity(conversations);
+            for (conversation, members) in held {
+                let mut links = Vec::with_capacity(members.len());
+                for member in members {
+                    let socket = member.release().await?;
                     links.push(Box::new(Socket { socket, conversation }) as Box<dyn Link>);
                 }
                 let sender = links.remove(0);
@@ -58,6 +70,36 @@ impl Target for Chattr {
             }
             Ok(out)
         })
+    }
+}
+
+/// A connected socket waiting for the run: read all the while, so the server's pings are
+/// answered and it is not closed as a dead peer (three heartbeats without a frame).
+/// What arrives meanwhile (other members coming online) is of no interest and dropped.
+struct Held {
+    stop: oneshot::Sender<()>,
+    reader: tokio::task::JoinHandle<anyhow::Result<Connection>>,
+}
+
+impl Held {
+    fn keep(mut socket: Connection) -> Self {
+        let (stop, mut stopped) = oneshot::channel();
+        let reader = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return Ok(socket),
+                    frame = socket.next() => {
+                        frame.context("a member's socket broke while the others were set up")?;
+                    }
+                }
+            }
+        });
+        Self { stop, reader }
+    }
+
+    async fn release(self) -> anyhow::Result<Connection> {
+        let _ = self.stop.send(());
+        self.reader.await.context("a member's reader failed")?
     }
 }
 
