@@ -17,6 +17,18 @@ pub(super) async fn collect<T>(
     if queue.recv_many(batch, max).await == 0 {
         return false;
     }
+    top_up(queue, batch, window, max).await;
+    true
+}
+
+/// Waits `window` (none if zero), then moves whatever else is waiting into `batch`, up to
+/// `max` in all.
+pub(super) async fn top_up<T>(
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    window: Duration,
+    max: usize,
+) {
     if !window.is_zero() {
         tokio::time::sleep(window).await;
     }
@@ -27,7 +39,6 @@ pub(super) async fn collect<T>(
             Err(_) => break,
         }
     }
-    true
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@
 //! been revoked meanwhile, it is now present, and `ready` carries the snapshot), plus its
 //! user's profile for `ready`. So new connections ask here too ([`Beats::greet`]; the
 //! profiles take one more call, [`AuthService::users`](chattr_proto::auth::AuthService::users)),
-//! and a reconnect storm costs a few calls per batch.
+//! and a reconnect storm costs a few calls per batch. A batch with a new connection goes
+//! without waiting for [`WINDOW`]: a lone connection gets its `ready` at once, and in a
+//! storm the connections that arrive while one batch is out make up the next.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,7 +32,8 @@ use tracing::warn;
 use super::batch;
 use crate::metrics as m;
 
-/// How long the first heartbeat of a batch waits for others.
+/// How long the first heartbeat of a batch waits for others (a batch with a new connection
+/// does not wait).
 const WINDOW: Duration = Duration::from_millis(50);
 /// The most heartbeats asked for in one call.
 const MAX_BATCH: usize = 2_000;
@@ -83,8 +86,8 @@ impl Beats {
         self.enqueue(who, connection, false)
     }
 
-    /// A new connection's first beat: like [`Beats::request`], and the answer also carries
-    /// the user's profile.
+    /// A new connection's first beat: like [`Beats::request`], but asked without waiting for
+    /// others, and the answer also carries the user's profile.
     pub(crate) fn greet(&self, who: Principal, connection: &str) -> oneshot::Receiver<Beat> {
         self.enqueue(who, connection, true)
     }
@@ -98,7 +101,12 @@ impl Beats {
 
 async fn batcher(mut due: mpsc::UnboundedReceiver<Due>, auth: AuthClient, messaging: MessagingClient) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while batch::collect(&mut due, &mut batch, WINDOW, MAX_BATCH).await {
+    while due.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A new connection is waiting for its `ready`: ask at once, with whatever else is
+        // queued (in a storm, all that arrived while the last batch was out). Heartbeats
+        // are in no hurry and wait for company.
+        let window = if batch.iter().any(|d| d.greet) { Duration::ZERO } else { WINDOW };
+        batch::top_up(&mut due, &mut batch, window, MAX_BATCH).await;
         metrics::counter!(m::HEARTBEAT_BATCHES).increment(1);
         metrics::counter!(m::HEARTBEATS).increment(batch.len() as u64);
         answer(std::mem::take(&mut batch), &auth, &messaging).await;
