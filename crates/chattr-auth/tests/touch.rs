@@ -9,13 +9,19 @@ use chattr_proto::auth::{AuthService, ClientInfo};
 use secrecy::SecretString;
 use tokio::sync::Notify;
 
-#[tokio::test]
-async fn touch_writes_a_stale_last_seen_and_skips_a_fresh_one() {
+/// An auth service on in-memory backends, with cheap password hashing; and its store.
+async fn auth_on_memory() -> (chattr_store::DynStore, Auth) {
     let store = chattr_store::open("memory://").await.unwrap();
     let cache = chattr_cache::open("memory://").await.unwrap();
     let settings = AuthSettings { argon2_memory_kib: 1024, argon2_iterations: 1, ..AuthSettings::default() };
     let keys = TokenKeys::new(&SecretString::from("a test secret that is long enough".to_owned()));
     let auth = Auth::new(store.clone(), cache, keys, settings, Arc::new(Notify::new())).unwrap();
+    (store, auth)
+}
+
+#[tokio::test]
+async fn touch_writes_a_stale_last_seen_and_skips_a_fresh_one() {
+    let (store, auth) = auth_on_memory().await;
     let creds = Credentials { username: "alice".into(), password: "correct horse battery".into() };
     let session = auth.signup(creds, ClientInfo::default()).await.unwrap();
     let who = auth.authenticate(&session.access_token).await.unwrap();
@@ -41,11 +47,7 @@ async fn touch_writes_a_stale_last_seen_and_skips_a_fresh_one() {
 
 #[tokio::test]
 async fn authenticating_many_marks_only_the_stale_sessions_seen() {
-    let store = chattr_store::open("memory://").await.unwrap();
-    let cache = chattr_cache::open("memory://").await.unwrap();
-    let settings = AuthSettings { argon2_memory_kib: 1024, argon2_iterations: 1, ..AuthSettings::default() };
-    let keys = TokenKeys::new(&SecretString::from("a test secret that is long enough".to_owned()));
-    let auth = Auth::new(store.clone(), cache, keys, settings, Arc::new(Notify::new())).unwrap();
+    let (store, auth) = auth_on_memory().await;
     let mut tokens = Vec::new();
     for name in ["alice", "bob"] {
         let creds = Credentials { username: name.into(), password: "correct horse battery".into() };

@@ -327,6 +327,41 @@ impl RedisCache {
     pub fn dropped_messages(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Runs a presence script (KEYS: the user's presence set and last-seen key; ARGV: the
+    /// connection, `arg`, how long last seen is kept) for each `(user, conn)`, in one round
+    /// trip: the script is loaded (a no-op when it is already), then run for each in one
+    /// pipeline. True where the script answered 1.
+    async fn presence_each(
+        &self,
+        script: &Script,
+        pairs: &[(String, String)],
+        arg: impl ::redis::ToRedisArgs + Copy,
+    ) -> CacheResult<Vec<bool>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.load_script(script).ignore();
+        let invocations: Vec<_> = pairs
+            .iter()
+            .map(|(user, conn)| {
+                let mut call = script.prepare_invoke();
+                call.key(self.names.presence(user))
+                    .key(self.names.last_seen(user))
+                    .arg(conn)
+                    .arg(arg)
+                    .arg(lua_millis_ceil(LAST_SEEN_KEEP));
+                call
+            })
+            .collect();
+        for call in &invocations {
+            pipe.invoke_script(call);
+        }
+        let mut con = self.con.clone();
+        let answers: Vec<i64> = bounded(pipe.query_async(&mut con)).await?;
+        Ok(answers.into_iter().map(|n| n == 1).collect())
+    }
 }
 
 fn backend(e: impl std::fmt::Display) -> CacheError {
@@ -397,31 +432,7 @@ impl Cache for RedisCache {
     }
 
     async fn presence_up_many(&self, live: &[(String, String)], ttl: Duration) -> CacheResult<Vec<bool>> {
-        if live.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One round trip: the script is loaded (a no-op when it is already), then run for
-        // each connection, in one pipeline.
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.scripts.presence_up).ignore();
-        let invocations: Vec<_> = live
-            .iter()
-            .map(|(user, conn)| {
-                let mut call = self.scripts.presence_up.prepare_invoke();
-                call.key(self.names.presence(user))
-                    .key(self.names.last_seen(user))
-                    .arg(conn)
-                    .arg(lua_millis_ceil(ttl))
-                    .arg(lua_millis_ceil(LAST_SEEN_KEEP));
-                call
-            })
-            .collect();
-        for call in &invocations {
-            pipe.invoke_script(call);
-        }
-        let mut con = self.con.clone();
-        let came_online: Vec<i64> = bounded(pipe.query_async(&mut con)).await?;
-        Ok(came_online.into_iter().map(|n| n == 1).collect())
+        self.presence_each(&self.scripts.presence_up, live, lua_millis_ceil(ttl)).await
     }
 
     async fn presence_down(&self, user: &str, conn: &str, now_ms: i64) -> CacheResult<bool> {
@@ -441,30 +452,7 @@ impl Cache for RedisCache {
     }
 
     async fn presence_down_many(&self, gone: &[(String, String)], now_ms: i64) -> CacheResult<Vec<bool>> {
-        if gone.is_empty() {
-            return Ok(Vec::new());
-        }
-        // As in `presence_up_many`: one round trip, the script loaded first.
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.scripts.presence_down).ignore();
-        let invocations: Vec<_> = gone
-            .iter()
-            .map(|(user, conn)| {
-                let mut call = self.scripts.presence_down.prepare_invoke();
-                call.key(self.names.presence(user))
-                    .key(self.names.last_seen(user))
-                    .arg(conn)
-                    .arg(now_ms)
-                    .arg(lua_millis_ceil(LAST_SEEN_KEEP));
-                call
-            })
-            .collect();
-        for call in &invocations {
-            pipe.invoke_script(call);
-        }
-        let mut con = self.con.clone();
-        let went_offline: Vec<i64> = bounded(pipe.query_async(&mut con)).await?;
-        Ok(went_offline.into_iter().map(|n| n == 1).collect())
+        self.presence_each(&self.scripts.presence_down, gone, now_ms).await
     }
 
     async fn presence(&self, users: &[String]) -> CacheResult<Vec<PresenceState>> {
